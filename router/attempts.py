@@ -1,0 +1,222 @@
+"""The attempt loop: retry a deployment, then fall back to the next, within a deadline.
+
+What each failure means here:
+
+| error | what the loop does |
+|---|---|
+| rate limited, timeout, 5xx, connection, malformed, stream cut | retry (if the route's `retry.on` names it), then fall back |
+| context window exceeded | fall back to a deployment with a larger window |
+| authentication, not found | skip that deployment (its circuit cools down for long) |
+| invalid request (the caller's) | fail fast, no fallback |
+
+Open circuits are skipped. If every deployment was skipped, the loop calls
+the one that will recover first anyway ("panic mode", marked in the attempt
+record) rather than failing without a call.
+
+>>> loop = AttemptLoop(health=tracker, clock=time.monotonic, rng=random.Random(1))  # doctest: +SKIP
+>>> result, deployment, attempts = await loop.run(plan, ctx, call, trace)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from router.context import RequestContext
+from router.errors import (
+    AllAttemptsFailed,
+    AuthenticationFailed,
+    ContextWindowExceeded,
+    DeadlineExceeded,
+    DeploymentNotFound,
+    InvalidRequest,
+    ProviderError,
+    RetryableError,
+)
+from router.health import AttemptResult, HealthTracker
+from router.models import Attempt
+from router.policy.schema import Deployment, Retry
+from router.tracing import RequestTrace
+
+T = TypeVar("T")
+
+#: `call(deployment, timeout_s)` makes one attempt and returns what it got.
+AttemptCall = Callable[[Deployment, float], Awaitable[T]]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The routing decision: which deployments, in which order, under which rules."""
+
+    route: str
+    order: tuple[Deployment, ...]
+    retry: Retry
+    deadline_s: float
+    attempt_timeout_s: float | None
+    fit_context: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Success(Generic[T]):
+    value: T
+    deployment: Deployment
+    attempts: tuple[Attempt, ...]
+    started: float
+
+
+@dataclass(slots=True)
+class _Run:
+    """The state of one request's walk through its plan."""
+
+    deadline: float
+    attempts: list[Attempt] = field(default_factory=list)
+    retry_cut_by_deadline: bool = False
+
+
+class AttemptLoop:
+    """Runs a plan; owns no state across requests besides what it is given."""
+
+    def __init__(
+        self,
+        *,
+        health: HealthTracker,
+        clock: Callable[[], float],
+        rng: random.Random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.health = health
+        self.clock = clock
+        self.rng = rng
+        self.sleep = sleep
+
+    def backoff_s(self, retry: Retry, failures: int, retry_after: float | None) -> float:
+        """Exponential backoff with jitter; never shorter than the provider's Retry-After."""
+        base = min(retry.max_backoff_s, retry.backoff_s * (2 ** (failures - 1)))
+        delay = base * (1 - retry.jitter * self.rng.random())
+        return max(delay, retry_after or 0.0)
+
+    async def run(
+        self,
+        plan: Plan,
+        ctx: RequestContext,
+        call: AttemptCall[T],
+        trace: RequestTrace,
+        *,
+        record_success: bool = True,
+    ) -> Success[T]:
+        started = self.clock()
+        run = _Run(deadline=started + plan.deadline_s)
+        attempts = run.attempts
+        skipped: list[Deployment] = []
+        min_window = ctx.needed_context if plan.fit_context else 0
+        previous: str | None = None
+        for d in plan.order:
+            if d.context_window < min_window:
+                continue
+            if not self.health.admit(d.name):
+                skipped.append(d)
+                attempts.append(Attempt(deployment=d.name, outcome="skipped", error="circuit open",
+                                        error_type="circuit_open"))
+                continue
+            if previous is not None:
+                trace.event("router.fallback", {"from": previous, "to": d.name,
+                                                "reason": attempts[-1].error_type or ""})
+            previous = d.name
+            outcome = await self._try_deployment(plan, d, call, trace, run, record_success)
+            if isinstance(outcome, Success):
+                return Success(outcome.value, d, tuple(attempts), started)
+            if isinstance(outcome, ContextWindowExceeded):
+                min_window = max(min_window, d.context_window + 1)
+        if skipped and not any(a.outcome == "error" for a in attempts):
+            d = min(skipped, key=lambda s: self.health.recovers_at(s.name))
+            outcome = await self._try_deployment(plan, d, call, trace, run, record_success, panic=True)
+            if isinstance(outcome, Success):
+                return Success(outcome.value, d, tuple(attempts), started)
+        if self.clock() >= run.deadline or run.retry_cut_by_deadline:
+            raise DeadlineExceeded(route=plan.route, deadline_s=plan.deadline_s, attempts=attempts)
+        raise AllAttemptsFailed(route=plan.route, attempts=attempts)
+
+    async def _try_deployment(
+        self,
+        plan: Plan,
+        d: Deployment,
+        call: AttemptCall[T],
+        trace: RequestTrace,
+        run: _Run,
+        record_success: bool,
+        *,
+        panic: bool = False,
+    ) -> Success[T] | ProviderError:
+        """Up to `retry.attempts` tries at one deployment; the last error if none worked."""
+        error: ProviderError | None = None
+        attempts, deadline = run.attempts, run.deadline
+        for n in range(1, plan.retry.attempts + 1):
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                raise DeadlineExceeded(route=plan.route, deadline_s=plan.deadline_s, attempts=attempts)
+            timeout = min(plan.attempt_timeout_s or d.timeout_s, remaining)
+            self.health.begin(d.name)
+            t0 = self.clock()
+            try:
+                value = await call(d, timeout)
+            except ProviderError as exc:
+                error = exc
+                latency = self.clock() - t0
+                self._record(d, trace, AttemptResult(
+                    deployment=d.name, ok=False, latency_s=latency, error_kind=exc.kind,
+                    status_code=exc.status_code, retry_after_s=exc.retry_after))
+                attempts.append(Attempt(deployment=d.name, outcome="error", error=exc.message,
+                                        error_type=exc.kind, status_code=exc.status_code,
+                                        latency_ms=latency * 1000, panic=panic))
+                if isinstance(exc, InvalidRequest):
+                    raise
+                if isinstance(exc, ContextWindowExceeded | AuthenticationFailed | DeploymentNotFound):
+                    return exc
+                if not (isinstance(exc, RetryableError) and exc.kind in plan.retry.on):
+                    return exc
+                if n == plan.retry.attempts:
+                    return exc
+                delay = self.backoff_s(plan.retry, n, exc.retry_after)
+                if self.clock() + delay >= deadline:
+                    run.retry_cut_by_deadline = True
+                    return exc  # fall back at once; a retry here could not finish in time
+                if delay > plan.retry.max_backoff_s:
+                    return exc  # waiting for Retry-After would cost more than falling back
+                trace.event("router.retry", {"deployment": d.name, "attempt": n,
+                                             "backoff_s": round(delay, 4), "error.type": exc.kind})
+                await self.sleep(delay)
+                continue
+            except BaseException:
+                self._record(d, trace, AttemptResult(deployment=d.name, ok=False,
+                                                     latency_s=self.clock() - t0, error_kind="cancelled"))
+                raise
+            latency = self.clock() - t0
+            if record_success:
+                self._record(d, trace, AttemptResult(deployment=d.name, ok=True, latency_s=latency))
+            attempts.append(Attempt(deployment=d.name, outcome="ok", latency_ms=latency * 1000, panic=panic))
+            return Success(value, d, (), t0)
+        assert error is not None
+        return error
+
+    def _record(self, d: Deployment, trace: RequestTrace, result: AttemptResult) -> None:
+        before = self.health.state(d.name)
+        self.health.record(result)
+        after = self.health.state(d.name)
+        if after != before:
+            trace.event("router.circuit.state_change",
+                        {"deployment": d.name, "from": before.value, "to": after.value})
+
+
+def order_for(route_orders: Sequence[Sequence[Deployment]]) -> tuple[Deployment, ...]:
+    """Concatenate the route's order and its fallback routes' orders, without repeats."""
+    seen: set[str] = set()
+    out: list[Deployment] = []
+    for order in route_orders:
+        for d in order:
+            if d.name not in seen:
+                seen.add(d.name)
+                out.append(d)
+    return tuple(out)

@@ -1,0 +1,38 @@
+"""The one typed state object that travels through a request's layers.
+
+Rules read it to pick a route, strategies and quotas read it to decide; no
+layer hands a mutable dict of extras to the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+Operation = Literal["chat", "embeddings"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """What the caller asked for, as the router sees it.
+
+    `prompt_tokens` is an estimate (LiteLLM's token counter when available, a
+    character count otherwise); `max_tokens` is the output budget the call
+    will request.
+    """
+
+    operation: Operation
+    tenant: str
+    tags: frozenset[str] = frozenset()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    model_alias: str | None = None
+    route: str | None = None
+    prompt_tokens: int = 0
+    max_tokens: int | None = None
+    stream: bool = False
+
+    @property
+    def needed_context(self) -> int:
+        """Tokens the deployment's context window must hold."""
+        return self.prompt_tokens + (self.max_tokens or 0)

@@ -1,0 +1,244 @@
+"""The router's exceptions, one tree, all carrying fields rather than just text.
+
+```
+RouterError
+├── ConfigError                 a deployments/policies/tenants file is invalid
+│                               (file, line, field path); `errors` lists them all
+├── QuotaExceeded               a tenant limit would be passed (tenant, limit,
+│                               usage, retry_after); raised before any call
+├── QuotaStoreUnavailable       the quota store is down and the limit fails closed
+├── TenantNotAllowed            unknown tenant (when rejected) or route not allowed
+├── NoRouteAvailable            no deployment is eligible for the request
+├── DeadlineExceeded            the request's overall deadline ran out
+├── AllAttemptsFailed           every attempt failed; `attempts` says why each did
+└── ProviderError               one attempt at one deployment failed
+    ├── RetryableError          worth trying again, here or elsewhere
+    │   ├── RateLimited         429; `retry_after` when the provider said
+    │   ├── ProviderTimeout     no answer within the attempt's timeout
+    │   ├── ProviderUnavailable connection refused/reset, 5xx
+    │   ├── MalformedResponse   a 200 whose body is not what was promised
+    │   └── StreamInterrupted   a stream cut before it finished
+    ├── ContextWindowExceeded   prompt too long: fall back to a larger window
+    ├── AuthenticationFailed    401/403: skip this deployment
+    ├── DeploymentNotFound      404: the deployment's model is misconfigured; skip it
+    └── InvalidRequest          the caller's bad request: fail fast, no fallback
+```
+
+Messages never contain API keys: errors carry deployment names, not
+credentials, and provider messages are scrubbed by the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from router.models import Attempt
+
+
+class RouterError(Exception):
+    """Base class of every error the router raises."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in one configuration file."""
+
+    file: str
+    field: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        field = f" [{self.field}]" if self.field else ""
+        return f"{where}{field}: {self.message}"
+
+
+class ConfigError(RouterError):
+    """Configuration failed validation; `issues` lists every problem found."""
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        self.issues = tuple(issues)
+        super().__init__("\n".join(str(i) for i in self.issues) or "invalid configuration")
+
+    @property
+    def file(self) -> str:
+        return self.issues[0].file if self.issues else ""
+
+    @property
+    def field(self) -> str:
+        return self.issues[0].field if self.issues else ""
+
+    @property
+    def line(self) -> int | None:
+        return self.issues[0].line if self.issues else None
+
+
+class QuotaExceeded(RouterError):
+    """A tenant limit would be exceeded; nothing was sent to a provider."""
+
+    def __init__(
+        self,
+        *,
+        tenant: str,
+        limit: str,
+        limit_value: float,
+        usage: float,
+        retry_after: float | None,
+        scope: str = "",
+    ) -> None:
+        self.tenant = tenant
+        self.limit = limit
+        self.limit_value = limit_value
+        self.usage = usage
+        self.retry_after = retry_after
+        self.scope = scope
+        where = f" ({scope})" if scope else ""
+        retry = f"; retry after {retry_after:.2f}s" if retry_after is not None else ""
+        super().__init__(
+            f"tenant {tenant!r} would exceed {limit}{where}: "
+            f"usage {usage:g} of {limit_value:g}{retry}"
+        )
+
+
+class QuotaStoreUnavailable(RouterError):
+    """The quota store cannot be reached and the limit is declared fail-closed."""
+
+    def __init__(self, *, tenant: str, limit: str, store: str) -> None:
+        self.tenant = tenant
+        self.limit = limit
+        self.store = store
+        super().__init__(f"quota store {store} unavailable; {limit} fails closed for {tenant!r}")
+
+
+class TenantNotAllowed(RouterError):
+    """The tenant is unknown (and unknown tenants are rejected) or may not use the route."""
+
+    def __init__(self, *, tenant: str, reason: str, route: str | None = None) -> None:
+        self.tenant = tenant
+        self.route = route
+        self.reason = reason
+        super().__init__(f"tenant {tenant!r}: {reason}")
+
+
+class NoRouteAvailable(RouterError):
+    """No deployment passed the route's constraints for this request."""
+
+    def __init__(self, *, route: str, reasons: dict[str, str]) -> None:
+        self.route = route
+        self.reasons = dict(reasons)
+        detail = "; ".join(f"{d}: {r}" for d, r in self.reasons.items()) or "no targets"
+        super().__init__(f"route {route!r} has no eligible deployment ({detail})")
+
+
+class DeadlineExceeded(RouterError):
+    """The request's overall deadline ran out before an attempt succeeded."""
+
+    def __init__(self, *, route: str, deadline_s: float, attempts: Sequence[Attempt]) -> None:
+        self.route = route
+        self.deadline_s = deadline_s
+        self.attempts = tuple(attempts)
+        super().__init__(
+            f"route {route!r}: deadline of {deadline_s:g}s exceeded after "
+            f"{len(self.attempts)} attempt(s){_describe(self.attempts)}"
+        )
+
+
+class AllAttemptsFailed(RouterError):
+    """Every attempt failed; `attempts` records each deployment and why."""
+
+    def __init__(self, *, route: str, attempts: Sequence[Attempt]) -> None:
+        self.route = route
+        self.attempts = tuple(attempts)
+        super().__init__(
+            f"route {route!r}: all {len(self.attempts)} attempt(s) failed{_describe(self.attempts)}"
+        )
+
+
+def _describe(attempts: Sequence[Attempt]) -> str:
+    if not attempts:
+        return ""
+    return ": " + "; ".join(f"{a.deployment} -> {a.outcome}: {a.error}" for a in attempts)
+
+
+class ProviderError(RouterError):
+    """One attempt at one deployment failed."""
+
+    #: Short, stable name used in attempt records, spans and metrics.
+    kind = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        deployment: str = "",
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.deployment = deployment
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.message = message
+        super().__init__(f"{deployment}: {message}" if deployment else message)
+
+
+class RetryableError(ProviderError):
+    """The attempt may succeed if tried again, here or on another deployment."""
+
+    kind = "retryable"
+
+
+class RateLimited(RetryableError):
+    kind = "rate_limited"
+
+
+class ProviderTimeout(RetryableError):
+    kind = "timeout"
+
+
+class ProviderUnavailable(RetryableError):
+    kind = "unavailable"
+
+
+class MalformedResponse(RetryableError):
+    kind = "malformed_response"
+
+
+class StreamInterrupted(RetryableError):
+    kind = "stream_interrupted"
+
+
+class ContextWindowExceeded(ProviderError):
+    kind = "context_window"
+
+
+class AuthenticationFailed(ProviderError):
+    kind = "auth"
+
+
+class DeploymentNotFound(ProviderError):
+    kind = "not_found"
+
+
+class InvalidRequest(ProviderError):
+    kind = "invalid_request"
+
+
+#: Names accepted in a policy's `retry.on` list, mapped to the classes they mean.
+ERROR_CLASSES: dict[str, type[ProviderError]] = {
+    cls.kind: cls
+    for cls in (
+        RateLimited,
+        ProviderTimeout,
+        ProviderUnavailable,
+        MalformedResponse,
+        StreamInterrupted,
+        ContextWindowExceeded,
+        AuthenticationFailed,
+        DeploymentNotFound,
+        InvalidRequest,
+    )
+}

@@ -1,0 +1,126 @@
+"""`create_default_router()`: a ready router from settings, files and the environment.
+
+With `config/deployments.yaml` and `policies/*.yaml` present the router
+serves those and reloads them live. With no YAML at all it builds one route
+from the original design's variables (`OPENAI_API_KEY`, `OPENAI_MODEL`,
+`ANTHROPIC_API_KEY`, `LLM_ROUTER_STRATEGY`, ...).
+
+>>> router = await create_default_router()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+
+from router.client import Router
+from router.errors import ConfigError, ConfigIssue
+from router.health import HealthTracker
+from router.policy.reload import ConfigFiles, PolicySource, ReloadResult
+from router.policy.schema import Deployment, PolicyFile, Route
+from router.policy.snapshot import Snapshot, compile_snapshot
+from router.quota import QuotaManager, store_from_url
+from router.settings import LegacySettings, RouterSettings
+from router.tracing import Telemetry
+
+
+def config_files(settings: RouterSettings) -> ConfigFiles:
+    """The files `settings` points at."""
+    return ConfigFiles(
+        deployments=settings.config_dir / settings.deployments_file,
+        policies=(),
+        tenants=settings.config_dir / settings.tenants_file,
+        policy_dir=settings.policy_dir,
+        exclude=settings.policy_exclude,
+    )
+
+
+def legacy_snapshot(env: LegacySettings) -> Snapshot:
+    """One route over OpenAI and/or Anthropic deployments from the original variables."""
+    deployments: list[Deployment] = []
+    if env.openai_api_key is not None or env.openai_api_base is not None:
+        deployments.append(Deployment(
+            name="openai", model=f"openai/{env.openai_model}", api_base=env.openai_api_base,
+            api_key_env="OPENAI_API_KEY", context_window=128000, quality=0.7,
+            capabilities=frozenset({"chat", "streaming", "tools", "json"}),
+        ))
+        deployments.append(Deployment(
+            name="openai-embeddings", model=f"openai/{env.openai_embedding_model}",
+            api_base=env.openai_api_base, api_key_env="OPENAI_API_KEY", context_window=8191,
+            capabilities=frozenset({"embeddings"}),
+        ))
+    if env.anthropic_api_key is not None:
+        deployments.append(Deployment(
+            name="anthropic", model=f"anthropic/{env.anthropic_model}", api_key_env="ANTHROPIC_API_KEY",
+            context_window=200000, quality=0.7, capabilities=frozenset({"chat", "streaming", "tools"}),
+        ))
+    chat_targets = tuple(d.name for d in deployments if "chat" in d.capabilities)
+    if not chat_targets:
+        raise ConfigError([ConfigIssue(
+            "environment", "OPENAI_API_KEY",
+            "no deployments: create config/deployments.yaml and policies/, or set OPENAI_API_KEY "
+            "(or OPENAI_API_BASE) and/or ANTHROPIC_API_KEY")])
+    routes = {"default": Route(strategy=env.llm_router_strategy, targets=chat_targets,
+                               max_tokens=env.openai_max_tokens, temperature=env.openai_temperature)}
+    if any(d.name == "openai-embeddings" for d in deployments):
+        routes["embeddings"] = Route(targets=("openai-embeddings",))
+    policy = PolicyFile(routes=routes, default_route="default")
+    return compile_snapshot(deployments, "environment", [("environment", policy)])
+
+
+async def create_default_router(
+    settings: RouterSettings | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    meter_provider: MeterProvider | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    rng: random.Random | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Router:
+    """Build a router from `RouterSettings` (env `ROUTER_*`), the YAML files and `OTEL_*`.
+
+    When no providers are passed and `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the
+    router builds its own (never the global ones) and `aclose()` flushes them.
+    """
+    settings = settings or RouterSettings()
+    files = config_files(settings)
+    closers: list[Callable[[], Awaitable[None]]] = []
+    if tracer_provider is None and meter_provider is None:
+        from router.otel_setup import providers_from_env, shutdown_providers
+
+        own = providers_from_env()
+        if own is not None:
+            tracer_provider, meter_provider = own
+            closers.append(lambda: shutdown_providers(*own))
+    telemetry = Telemetry(tracer_provider, meter_provider, capture_content=settings.capture_content,
+                          tenant_in_metrics=settings.tenant_in_metrics)
+
+    def on_reload(result: ReloadResult) -> None:
+        telemetry.policy_reloaded(ok=result.ok, version=result.version,
+                                  error=str(result.error) if result.error else None)
+
+    if files.deployments.exists() or files.policy_dir is not None and any(files.current_policies()):
+        source = PolicySource.from_files(files, default_route=settings.default_route)
+        source.on_reload = on_reload
+    else:
+        source = PolicySource(legacy_snapshot(LegacySettings()))
+    health = HealthTracker(clock=clock, shared=_shared_health(settings.health_store_url),
+                           on_state_change=telemetry.circuit_changed)
+    quota = QuotaManager(store_from_url(settings.quota_store_url), clock=time.time)
+    router = Router(source, settings=settings, health=health, quota=quota, telemetry=telemetry,
+                    clock=clock, rng=rng, sleep=sleep, on_close=closers)
+    source.start_watching(settings.reload_interval_s)
+    return router
+
+
+def _shared_health(url: str):  # type: ignore[no-untyped-def]
+    if url.startswith("memory://"):
+        return None
+    from router.health_store import RedisSharedHealth
+
+    return RedisSharedHealth(url)

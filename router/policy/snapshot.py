@@ -1,0 +1,235 @@
+"""Compile validated files into one immutable snapshot the router serves from.
+
+Cross-file checks live here: every target, fallback, rule and default names
+something that exists, fallbacks form no cycle, and every route keeps at least
+one deployment after its static constraints. A snapshot is never mutated;
+reload builds a new one and swaps the reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from router.context import RequestContext
+from router.errors import ConfigError, ConfigIssue
+from router.policy.schema import Deployment, PolicyFile, Route, Rule
+from router.pricing import PriceBook
+from router.quota.config import TenantsFile
+from router.strategies import Strategy, build_strategy
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    """A route with its targets resolved and its strategy built."""
+
+    name: str
+    spec: Route
+    strategy: Strategy
+    #: Targets that passed the static constraints, in declared order.
+    candidates: tuple[Deployment, ...]
+    #: Targets dropped by static constraints, with the reason (for explain).
+    dropped: Mapping[str, str]
+    #: Fallback routes to walk after this one, flattened, in order.
+    fallback_chain: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SourcedRule:
+    rule: Rule
+    file: str
+    index: int
+
+    @property
+    def label(self) -> str:
+        return self.rule.name or f"{self.file}#rules[{self.index}]"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the router needs to route, as of one successful load."""
+
+    deployments: Mapping[str, Deployment]
+    routes: Mapping[str, CompiledRoute]
+    rules: tuple[SourcedRule, ...]
+    default_route: str
+    model_aliases: Mapping[str, str]
+    embedding_route: str | None
+    tenants: TenantsFile | None
+    prices: PriceBook
+    version: int = 0
+    sources: tuple[str, ...] = field(default=())
+
+    def match_rule(self, ctx: RequestContext) -> SourcedRule | None:
+        """The first rule whose conditions all hold for `ctx`."""
+        for sourced in self.rules:
+            if rule_matches(sourced.rule, ctx):
+                return sourced
+        return None
+
+
+def rule_matches(rule: Rule, ctx: RequestContext) -> bool:
+    w = rule.when
+    if w.operation is not None and ctx.operation != w.operation:
+        return False
+    if w.tenant is not None and ctx.tenant not in w.tenant:
+        return False
+    if w.tags is not None and not ctx.tags.issuperset(w.tags):
+        return False
+    if w.metadata is not None and any(ctx.metadata.get(k) != v for k, v in w.metadata.items()):
+        return False
+    if w.model is not None and ctx.model_alias not in w.model:
+        return False
+    if w.min_prompt_tokens is not None and ctx.prompt_tokens < w.min_prompt_tokens:
+        return False
+    return w.max_prompt_tokens is None or ctx.prompt_tokens <= w.max_prompt_tokens
+
+
+def static_drop_reason(route: Route, d: Deployment, prices: PriceBook) -> str | None:
+    """Why a deployment can never serve this route, or None."""
+    c = route.constraints
+    if c.min_quality is not None and d.quality < c.min_quality:
+        return f"quality {d.quality:g} < min_quality {c.min_quality:g}"
+    if c.max_price_per_mtok is not None:
+        price = sum(prices.per_mtok(d))
+        if price > c.max_price_per_mtok:
+            return f"price {price:g}/Mtok > max_price_per_mtok {c.max_price_per_mtok:g}"
+    missing = c.capabilities - d.capabilities
+    if missing:
+        return f"lacks capabilities {sorted(missing)}"
+    return None
+
+
+def compile_snapshot(
+    deployments: Sequence[Deployment],
+    deployments_file: str,
+    policies: Sequence[tuple[str, PolicyFile]],
+    *,
+    tenants: TenantsFile | None = None,
+    default_route: str | None = None,
+    prices: PriceBook | None = None,
+    version: int = 0,
+) -> Snapshot:
+    """Resolve references across files; raise one ConfigError listing every problem."""
+    prices = prices or PriceBook()
+    by_name = {d.name: d for d in deployments}
+    issues: list[ConfigIssue] = []
+    specs: dict[str, tuple[str, Route]] = {}
+    rules: list[SourcedRule] = []
+    aliases: dict[str, str] = {}
+    embedding_route: str | None = None
+    embedding_file = ""
+    for path, policy in policies:
+        for name, route in policy.routes.items():
+            if name in specs:
+                issues.append(ConfigIssue(path, f"routes.{name}", f"route also defined in {specs[name][0]}"))
+            specs[name] = (path, route)
+        rules.extend(SourcedRule(r, path, i) for i, r in enumerate(policy.rules))
+        aliases.update(policy.model_aliases)
+        if policy.default_route is not None:
+            default_route = default_route or policy.default_route
+        if policy.embedding_route is not None and embedding_route is None:
+            embedding_route, embedding_file = policy.embedding_route, path
+    for name, (path, route) in specs.items():
+        for i, target in enumerate(route.targets):
+            if target not in by_name:
+                issues.append(ConfigIssue(path, f"routes.{name}.targets[{i}]",
+                                          f"unknown deployment {target!r} (not in {deployments_file})"))
+        for i, fb in enumerate(route.fallbacks):
+            if fb not in specs:
+                issues.append(ConfigIssue(path, f"routes.{name}.fallbacks[{i}]", f"unknown route {fb!r}"))
+    for r in rules:
+        if r.rule.route not in specs:
+            issues.append(ConfigIssue(r.file, f"rules[{r.index}].route", f"unknown route {r.rule.route!r}"))
+    for alias, route_name in aliases.items():
+        if route_name not in specs:
+            issues.append(ConfigIssue(policies[0][0] if policies else "", f"model_aliases.{alias}",
+                                      f"unknown route {route_name!r}"))
+    if not specs:
+        issues.append(ConfigIssue(policies[0][0] if policies else "policies/", "routes", "no routes defined"))
+    elif default_route is None:
+        default_route = "default" if "default" in specs else next(iter(specs))
+    elif default_route not in specs:
+        issues.append(ConfigIssue(policies[0][0] if policies else "", "default_route",
+                                  f"unknown route {default_route!r}"))
+    if embedding_route is not None and embedding_route not in specs:
+        issues.append(ConfigIssue(embedding_file, "embedding_route", f"unknown route {embedding_route!r}"))
+    elif embedding_route is None and "embeddings" in specs:
+        embedding_route = "embeddings"
+    issues.extend(_cycle_issues(specs))
+    if issues:
+        raise ConfigError(issues)
+
+    routes: dict[str, CompiledRoute] = {}
+    for name, (path, route) in specs.items():
+        kept, dropped = [], {}
+        for target in route.targets:
+            reason = static_drop_reason(route, by_name[target], prices)
+            if reason is None:
+                kept.append(by_name[target])
+            else:
+                dropped[target] = reason
+        if not kept:
+            issues.append(ConfigIssue(path, f"routes.{name}.constraints",
+                                      f"no target satisfies the constraints ({'; '.join(dropped.values())})"))
+            continue
+        routes[name] = CompiledRoute(
+            name=name,
+            spec=route,
+            strategy=build_strategy(route, kept, prices.per_mtok),
+            candidates=tuple(kept),
+            dropped=dropped,
+            fallback_chain=_flatten_fallbacks(name, specs),
+        )
+    if issues:
+        raise ConfigError(issues)
+    assert default_route is not None
+    return Snapshot(
+        deployments=by_name,
+        routes=routes,
+        rules=tuple(rules),
+        default_route=default_route,
+        model_aliases=aliases,
+        embedding_route=embedding_route,
+        tenants=tenants,
+        prices=prices,
+        version=version,
+        sources=(deployments_file, *(p for p, _ in policies)),
+    )
+
+
+def _cycle_issues(specs: Mapping[str, tuple[str, Route]]) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    reported: set[frozenset[str]] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = [*path[path.index(name):], name]
+            key = frozenset(cycle)
+            if key not in reported:
+                reported.add(key)
+                file = specs[path[-1]][0]
+                issues.append(ConfigIssue(file, f"routes.{path[-1]}.fallbacks",
+                                          f"fallback cycle: {' -> '.join(cycle)}"))
+            return
+        for fb in specs[name][1].fallbacks:
+            if fb in specs:
+                visit(fb, [*path, name])
+
+    for name in specs:
+        visit(name, [])
+    return issues
+
+
+def _flatten_fallbacks(name: str, specs: Mapping[str, tuple[str, Route]]) -> tuple[str, ...]:
+    """Depth-first, de-duplicated list of fallback routes (cycles were rejected)."""
+    out: list[str] = []
+
+    def walk(route: str) -> None:
+        for fb in specs[route][1].fallbacks:
+            if fb != name and fb not in out:
+                out.append(fb)
+                walk(fb)
+
+    walk(name)
+    return tuple(out)

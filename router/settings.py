@@ -1,0 +1,63 @@
+"""Router settings: environment (prefix `ROUTER_`), then `.env`, then defaults.
+
+>>> RouterSettings(policy_dir="policies").default_route  # doctest: +SKIP
+'default'
+
+With no YAML at all, `create_default_router()` builds deployments from the
+original design's variables (`OPENAI_API_KEY`, `OPENAI_MODEL`, ...), read by
+`LegacySettings`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class RouterSettings(BaseSettings):
+    """Where the router finds its files and how it runs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ROUTER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    config_dir: Path = Path("config")
+    policy_dir: Path = Path("policies")
+    #: Files in `policy_dir` not loaded by default (`demo.yaml` belongs to `llm-router demo`).
+    policy_exclude: frozenset[str] = frozenset({"demo.yaml"})
+    deployments_file: str = "deployments.yaml"
+    tenants_file: str = "tenants.yaml"
+    #: Route used when no rule matches and no policy names a default.
+    default_route: str | None = None
+    #: Seconds between checks of the files' modification times; 0 turns polling off.
+    reload_interval_s: float = Field(default=2.0, ge=0)
+    #: `memory://` or `redis://host:port/db` for tenant quotas.
+    quota_store_url: str = "memory://"
+    #: `memory://` or `redis://...` to share circuit state between replicas.
+    health_store_url: str = "memory://"
+    #: Tenant used when a call names none.
+    default_tenant: str = "default"
+    #: Output tokens reserved for quota when a call sets no max_tokens.
+    default_max_tokens: int = Field(default=512, gt=0)
+    capture_content: bool | None = None
+    tenant_in_metrics: bool = False
+    seed: int | None = None
+
+
+class LegacySettings(BaseSettings):
+    """The variables of the original single-file design, for the zero-YAML mode."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    openai_api_key: SecretStr | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_api_base: str | None = None
+    openai_max_tokens: int | None = Field(default=None, gt=0)
+    openai_temperature: float | None = Field(default=None, ge=0, le=2)
+    openai_embedding_model: str = "text-embedding-3-small"
+    anthropic_api_key: SecretStr | None = None
+    anthropic_model: str = "claude-3-5-haiku-latest"
+    llm_router_strategy: Literal["fallback", "cheapest", "fastest", "best_quality"] = "fallback"

@@ -1,0 +1,113 @@
+"""Shared fixtures: one simulator per session, routers built from YAML written per test.
+
+Every test shares one event loop (pyproject sets the loop scope to session):
+LiteLLM's logging worker is bound to the loop it first ran on.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import pytest
+
+from router import Router, RouterSettings, create_default_router
+from router.sim import SimModel, SimServer
+
+SIM_MODELS = [
+    SimModel(name="sim-fast", ttft_ms=(2, 0), output_tokens=8, context_window=16000),
+    SimModel(name="sim-cheap", ttft_ms=(2, 0), output_tokens=8, context_window=4000),
+    SimModel(name="sim-smart", ttft_ms=(2, 0), output_tokens=8, context_window=128000),
+    SimModel(name="sim-flaky", ttft_ms=(2, 0), output_tokens=8, context_window=32000),
+    SimModel(name="sim-slow", ttft_ms=(2, 0), output_tokens=8, hang_s=5),
+    SimModel(name="sim-locked", ttft_ms=(0, 0), output_tokens=4, required_api_key="sk-right-key"),
+    SimModel(name="sim-embed", embedding_dim=16),
+]
+
+
+@pytest.fixture(scope="session")
+async def sim() -> AsyncIterator[SimServer]:
+    async with SimServer(SIM_MODELS, seed=11) as server:
+        yield server
+
+
+@pytest.fixture
+async def fresh_sim(sim: SimServer) -> SimServer:
+    """The session's simulator with counters zeroed and no scripted faults left over."""
+    for name in sim.models:
+        sim.script(name, [])
+    sim.reset_stats()
+    return sim
+
+
+def deployments_yaml(base_url: str) -> str:
+    """The simulated deployments, as ops would write them, pointing at `base_url`."""
+    priced = [  # name, context window, input $/Mtok, output $/Mtok, quality
+        ("sim-fast", 16000, 0.5, 1.5, 0.75),
+        ("sim-cheap", 4000, 0.1, 0.3, 0.6),
+        ("sim-smart", 128000, 3.0, 12.0, 0.92),
+        ("sim-flaky", 32000, 0.05, 0.15, 0.65),
+    ]
+    lines = ["deployments:"]
+    for name, window, inp, outp, quality in priced:
+        lines += [
+            f"  - name: {name}",
+            f"    model: openai/{name}",
+            f"    api_base: {base_url}",
+            "    api_key_env: SIM_TEST_KEY",
+            f"    price: {{input_per_mtok: {inp}, output_per_mtok: {outp}}}",
+            f"    quality: {quality}",
+            f"    context_window: {window}",
+            "    timeout_s: 2",
+        ]
+    lines += [
+        "  - name: sim-slow",
+        "    model: openai/sim-slow",
+        f"    api_base: {base_url}",
+        "    timeout_s: 0.3",
+        "  - name: sim-locked",
+        "    model: openai/sim-locked",
+        f"    api_base: {base_url}",
+        "    api_key_env: SIM_LOCKED_KEY",
+        "  - name: sim-embed",
+        "    model: openai/sim-embed",
+        f"    api_base: {base_url}",
+        "    capabilities: [embeddings]",
+        "    price: {input_per_mtok: 0.02}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+RouterFactory = Callable[..., Awaitable[Router]]
+
+
+@pytest.fixture
+async def make_router(tmp_path: Path, fresh_sim: SimServer) -> AsyncIterator[RouterFactory]:
+    """Write a policy (and optionally tenants) next to the sim's deployments and build a router."""
+    routers: list[Router] = []
+    os.environ["SIM_TEST_KEY"] = "sk-test-0123456789abcdef"
+    os.environ["SIM_LOCKED_KEY"] = "sk-wrong-key-0123456789"
+
+    async def build(policy: str, *, tenants: str | None = None, **settings: object) -> Router:
+        (tmp_path / "config").mkdir(exist_ok=True)
+        (tmp_path / "policies").mkdir(exist_ok=True)
+        (tmp_path / "config" / "deployments.yaml").write_text(deployments_yaml(fresh_sim.base_url))
+        (tmp_path / "policies" / "main.yaml").write_text(textwrap.dedent(policy))
+        if tenants is not None:
+            (tmp_path / "config" / "tenants.yaml").write_text(textwrap.dedent(tenants))
+        options: dict[str, object] = {
+            "config_dir": tmp_path / "config", "policy_dir": tmp_path / "policies",
+            "reload_interval_s": 0, "seed": 1,
+        }
+        options.update(settings)
+        router = await create_default_router(RouterSettings(**options))  # type: ignore[arg-type]
+        routers.append(router)
+        return router
+
+    yield build
+    for r in routers:
+        await r.aclose()

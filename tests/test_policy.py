@@ -1,0 +1,185 @@
+"""Loading, validating and compiling deployments and policies."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from router.context import RequestContext
+from router.errors import ConfigError
+from router.policy.reload import ConfigFiles, load_snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DEPLOYMENTS = """\
+deployments:
+  - name: a
+    model: openai/a
+    price: {input_per_mtok: 1, output_per_mtok: 2}
+    quality: 0.9
+    context_window: 1000
+  - name: b
+    model: openai/b
+    price: {input_per_mtok: 0.1, output_per_mtok: 0.2}
+    quality: 0.5
+    context_window: 8000
+    capabilities: [chat, tools]
+"""
+
+POLICY = """\
+routes:
+  default:
+    strategy: cheapest
+    targets: [a, b]
+  premium:
+    strategy: best_quality
+    targets: [a, b]
+    fallbacks: [default]
+rules:
+  - name: vip
+    when: {tenant: vip}
+    route: premium
+  - when: {tags: [batch, nightly]}
+    route: premium
+default_route: default
+"""
+
+
+def write(tmp_path: Path, policy: str, deployments: str = DEPLOYMENTS) -> ConfigFiles:
+    (tmp_path / "deployments.yaml").write_text(deployments)
+    (tmp_path / "policy.yaml").write_text(textwrap.dedent(policy))
+    return ConfigFiles(deployments=tmp_path / "deployments.yaml", policies=(tmp_path / "policy.yaml",))
+
+
+def load_error(tmp_path: Path, policy: str, deployments: str = DEPLOYMENTS) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_snapshot(write(tmp_path, policy, deployments))
+    return info.value
+
+
+def test_valid_policy_compiles_with_static_orders(tmp_path: Path) -> None:
+    snap = load_snapshot(write(tmp_path, POLICY))
+    assert snap.default_route == "default"
+    assert [d.name for d in snap.routes["default"].candidates] == ["a", "b"]
+    assert snap.routes["premium"].fallback_chain == ("default",)
+    assert snap.routes["default"].strategy.name == "cheapest"
+
+
+def test_rules_match_first_and_all_conditions(tmp_path: Path) -> None:
+    snap = load_snapshot(write(tmp_path, POLICY))
+    vip = RequestContext(operation="chat", tenant="vip")
+    assert snap.match_rule(vip) is not None
+    assert snap.match_rule(vip).label == "vip"  # type: ignore[union-attr]
+    only_batch = RequestContext(operation="chat", tenant="x", tags=frozenset({"batch"}))
+    assert snap.match_rule(only_batch) is None
+    both = RequestContext(operation="chat", tenant="x", tags=frozenset({"batch", "nightly", "extra"}))
+    rule = snap.match_rule(both)
+    assert rule is not None and rule.label.endswith("#rules[1]")
+
+
+def test_bad_yaml_names_file_and_line(tmp_path: Path) -> None:
+    err = load_error(tmp_path, "routes:\n  default: [unclosed\n")
+    assert err.file.endswith("policy.yaml")
+    assert err.line is not None and err.line >= 2
+    assert "invalid YAML" in str(err)
+
+
+def test_duplicate_keys_are_rejected(tmp_path: Path) -> None:
+    err = load_error(tmp_path, "routes:\n  default:\n    targets: [a]\n  default:\n    targets: [b]\n")
+    assert "duplicate key 'default'" in str(err)
+    assert err.line == 4
+
+
+def test_unknown_strategy_names_field_path_and_line(tmp_path: Path) -> None:
+    err = load_error(tmp_path, "routes:\n  default:\n    strategy: random_walk\n    targets: [a]\n")
+    assert err.field == "routes.default.strategy"
+    assert err.line == 3
+    assert "policy.yaml:3" in str(err)
+
+
+def test_dangling_target(tmp_path: Path) -> None:
+    err = load_error(tmp_path, "routes:\n  default:\n    targets: [a, ghost]\n")
+    assert err.field == "routes.default.targets[1]"
+    assert "unknown deployment 'ghost'" in str(err)
+
+
+def test_fallback_cycle(tmp_path: Path) -> None:
+    policy = """\
+    routes:
+      one: {targets: [a], fallbacks: [two]}
+      two: {targets: [b], fallbacks: [three]}
+      three: {targets: [a], fallbacks: [one]}
+    """
+    err = load_error(tmp_path, policy)
+    assert "fallback cycle" in str(err)
+    assert len(err.issues) == 1
+    assert "one -> two -> three -> one" in str(err) or "two -> three -> one -> two" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ("{a: .nan, b: 1}", "finite"),
+        ("{a: .inf, b: 1}", "finite"),
+        ("{a: -1, b: 1}", "negative"),
+        ("{a: 0, b: 0}", "all be zero"),
+    ],
+)
+def test_bad_weights(tmp_path: Path, weights: str, message: str) -> None:
+    err = load_error(tmp_path, f"routes:\n  default:\n    strategy: weighted\n    targets: [a, b]\n    weights: {weights}\n")
+    assert message in str(err)
+    assert err.field.startswith("routes.default")
+
+
+def test_unknown_field_is_an_error_not_ignored(tmp_path: Path) -> None:
+    err = load_error(tmp_path, "routes:\n  default:\n    targets: [a]\n    retires: {attempts: 2}\n")
+    assert err.field == "routes.default.retires"
+    assert "Extra inputs are not permitted" in str(err)
+
+
+def test_constraints_that_drop_every_target(tmp_path: Path) -> None:
+    err = load_error(tmp_path, "routes:\n  default:\n    targets: [a, b]\n    constraints: {min_quality: 0.95}\n")
+    assert "no target satisfies" in str(err)
+
+
+def test_constraints_drop_with_reasons(tmp_path: Path) -> None:
+    policy = "routes:\n  default:\n    targets: [a, b]\n    constraints: {capabilities: [tools]}\n"
+    snap = load_snapshot(write(tmp_path, policy))
+    assert [d.name for d in snap.routes["default"].candidates] == ["b"]
+    assert "lacks capabilities" in snap.routes["default"].dropped["a"]
+
+
+def test_deployment_errors_name_the_deployments_file(tmp_path: Path) -> None:
+    bad = DEPLOYMENTS.replace("context_window: 1000", "context_window: -5")
+    err = load_error(tmp_path, POLICY, bad)
+    assert err.file.endswith("deployments.yaml")
+    assert err.field == "deployments[0].context_window"
+
+
+def test_yaml_tags_that_build_objects_are_refused(tmp_path: Path) -> None:
+    err = load_error(tmp_path, "routes: !!python/object/apply:os.system ['echo pwned']\n")
+    assert "invalid YAML" in str(err)
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    policy = "routes:\n  default:\n    targets: [ghost1, ghost2]\n    fallbacks: [nowhere]\n"
+    err = load_error(tmp_path, policy)
+    assert len(err.issues) == 3
+
+
+@pytest.mark.parametrize(
+    ("deployments", "policy"),
+    [("config/deployments.yaml", "policies/default.yaml"), ("config/demo-deployments.yaml", "policies/demo.yaml")],
+)
+def test_shipped_files_are_valid(deployments: str, policy: str) -> None:
+    snap = load_snapshot(ConfigFiles(deployments=ROOT / deployments, policies=(ROOT / policy,)))
+    assert snap.default_route in snap.routes
+    assert snap.embedding_route == "embeddings"
+
+
+def test_yaml_11_booleans_stay_strings(tmp_path: Path) -> None:
+    policy = "routes:\n  default:\n    targets: [a]\n    retry: {attempts: 2, on: [timeout]}\n"
+    snap = load_snapshot(write(tmp_path, policy))
+    assert snap.routes["default"].spec.retry.on == frozenset({"timeout"})
