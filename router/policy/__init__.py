@@ -1,0 +1,1 @@
+"""YAML routing policies: schema, loading, compiled snapshots and live reload."""
