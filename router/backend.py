@@ -219,7 +219,7 @@ def map_error(exc: BaseException, d: Deployment, *, streaming: bool = False) -> 
     """LiteLLM's exception -> ours, most specific first. The only such mapping in the project."""
     if isinstance(exc, errors.ProviderError):
         return exc
-    litellm = litellm_module()
+    lx = litellm_module().exceptions
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) else None
     msg = scrub(str(getattr(exc, "message", "") or exc) or type(exc).__name__, d)
@@ -228,21 +228,21 @@ def map_error(exc: BaseException, d: Deployment, *, streaming: bool = False) -> 
     def make(cls: type[errors.ProviderError], **kw: Any) -> errors.ProviderError:
         return cls(msg, deployment=name, status_code=status, **kw)
 
-    if isinstance(exc, litellm.ContextWindowExceededError):
+    if isinstance(exc, lx.ContextWindowExceededError):
         return make(errors.ContextWindowExceeded)
-    if isinstance(exc, litellm.MidStreamFallbackError):
+    if isinstance(exc, lx.MidStreamFallbackError):
         return make(errors.StreamInterrupted)
-    if isinstance(exc, litellm.RateLimitError):
+    if isinstance(exc, lx.RateLimitError):
         return make(errors.RateLimited, retry_after=_retry_after(exc))
-    if isinstance(exc, litellm.Timeout | asyncio.TimeoutError | TimeoutError):
+    if isinstance(exc, lx.Timeout | asyncio.TimeoutError | TimeoutError):
         return make(errors.ProviderTimeout)
-    if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
+    if isinstance(exc, lx.AuthenticationError | lx.PermissionDeniedError):
         return make(errors.AuthenticationFailed)
-    if isinstance(exc, litellm.NotFoundError):
+    if isinstance(exc, lx.NotFoundError):
         return make(errors.DeploymentNotFound)
-    if isinstance(exc, litellm.BadRequestError | litellm.UnprocessableEntityError):
+    if isinstance(exc, lx.BadRequestError | lx.UnprocessableEntityError):
         return make(errors.InvalidRequest)
-    if isinstance(exc, litellm.APIConnectionError):
+    if isinstance(exc, lx.APIConnectionError):
         return make(errors.StreamInterrupted if streaming else errors.ProviderUnavailable)
     if _looks_malformed(msg):
         return make(errors.MalformedResponse)

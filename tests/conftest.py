@@ -16,14 +16,14 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 import pytest
 
 from router import Router, RouterSettings, create_default_router
-from router.sim import SimModel, SimServer
+from router.sim import Fault, SimModel, SimServer
 
 SIM_MODELS = [
     SimModel(name="sim-fast", ttft_ms=(2, 0), output_tokens=8, context_window=16000),
-    SimModel(name="sim-cheap", ttft_ms=(2, 0), output_tokens=8, context_window=4000),
+    SimModel(name="sim-cheap", ttft_ms=(2, 0), output_tokens=8, context_window=2000),
     SimModel(name="sim-smart", ttft_ms=(2, 0), output_tokens=8, context_window=128000),
     SimModel(name="sim-flaky", ttft_ms=(2, 0), output_tokens=8, context_window=32000),
-    SimModel(name="sim-slow", ttft_ms=(2, 0), output_tokens=8, hang_s=5),
+    SimModel(name="sim-slow", output_tokens=8, hang_s=5, error_rates={Fault.HANG: 1.0}),
     SimModel(name="sim-locked", ttft_ms=(0, 0), output_tokens=4, required_api_key="sk-right-key"),
     SimModel(name="sim-embed", embedding_dim=16),
 ]
@@ -68,6 +68,7 @@ def deployments_yaml(base_url: str) -> str:
         "  - name: sim-slow",
         "    model: openai/sim-slow",
         f"    api_base: {base_url}",
+        "    api_key_env: SIM_TEST_KEY",
         "    timeout_s: 0.3",
         "  - name: sim-locked",
         "    model: openai/sim-locked",
@@ -76,6 +77,7 @@ def deployments_yaml(base_url: str) -> str:
         "  - name: sim-embed",
         "    model: openai/sim-embed",
         f"    api_base: {base_url}",
+        "    api_key_env: SIM_TEST_KEY",
         "    capabilities: [embeddings]",
         "    price: {input_per_mtok: 0.02}",
     ]
