@@ -38,8 +38,7 @@ async def sim() -> AsyncIterator[SimServer]:
 @pytest.fixture
 async def fresh_sim(sim: SimServer) -> SimServer:
     """The session's simulator with counters zeroed and no scripted faults left over."""
-    for name in sim.models:
-        sim.script(name, [])
+    sim.restore()
     sim.reset_stats()
     return sim
 

@@ -1,0 +1,164 @@
+"""What a simulated model is, which faults it can inject, and what it has counted.
+
+``SimModel`` is the frozen description of one fake deployment: its latency
+profile, its reply length, its context window and the probability of each
+``Fault``. ``ModelStats`` is the read-only snapshot of what the server did for
+that model.
+
+What each outcome sends, and what ``litellm.acompletion`` (litellm 1.110.2,
+``openai/<model>``, retries off) raises for it, as pinned by
+``tests/integration/test_sim_litellm.py``. "call" means ``acompletion()``
+itself raises; "iter" means it returns a stream that raises while iterated.
+
+============== ========================================= =====================================
+outcome        what the simulator sends                  LiteLLM raises (status_code)
+============== ========================================= =====================================
+RATE_LIMIT     429 ``rate_limit_exceeded``, headers      ``RateLimitError`` (429), call;
+               ``Retry-After`` (whole s, rounded up) and headers on ``exc.response.headers``
+               ``retry-after-ms`` (exact)                and ``exc.litellm_response_headers``
+SERVER_ERROR   500 ``server_error``                      ``InternalServerError`` (500), call
+UNAVAILABLE    503 ``server_error`` ("overloaded")       ``ServiceUnavailableError`` (503), call
+HANG           nothing for ``hang_s``, then a normal     ``Timeout`` (408), call, once the
+               answer (handler cancelled if the client   client timeout fires
+               hangs up)
+MALFORMED      200 ``application/json``, body not JSON   ``InternalServerError`` (500), call,
+                                                         message "Expecting value: ..."
+MALFORMED,     200 ``text/event-stream``, one event      ``MidStreamFallbackError`` (500),
+stream         whose data is not JSON                    iter, ``is_pre_first_chunk=True``
+STREAM_CUT     200, Content-Length of the whole body,    ``InternalServerError`` (500), call,
+               half of it sent, socket closed            message "Connection error."
+STREAM_CUT,    role chunk + half the tokens, socket      ``MidStreamFallbackError`` (500),
+stream         closed: no last chunk, no ``[DONE]``      iter, ``generated_content`` = text so
+                                                         far, ``is_pre_first_chunk=False``
+BAD_REQUEST    400 ``invalid_request_error``             ``BadRequestError`` (400), call
+(context)      400 ``context_length_exceeded``           ``ContextWindowExceededError`` (400)
+(wrong key)    401 ``invalid_api_key``                   ``AuthenticationError`` (401)
+(no model)     404 ``model_not_found``                   ``NotFoundError`` (404)
+============== ========================================= =====================================
+
+Streamed requests get the same class as plain ones for every row not marked
+"stream", raised by the call before any chunk. ``MidStreamFallbackError`` lives
+in ``litellm.exceptions`` (not re-exported as ``litellm.MidStreamFallbackError``),
+subclasses ``ServiceUnavailableError`` and keeps the ``APIConnectionError`` of
+the broken stream in ``original_exception``. Embeddings behave like plain chat.
+
+Example:
+    >>> model = SimModel(name="sim-fast", ttft_ms=(20, 5), tokens_per_s=200,
+    ...                  error_rates={Fault.RATE_LIMIT: 0.05})
+    >>> model.error_rates[Fault.RATE_LIMIT]
+    0.05
+    >>> SimModel(name="x", error_rates={Fault.HANG: 0.7, Fault.MALFORMED: 0.7})
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for SimModel
+    ...
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["Fault", "ModelStats", "SimModel"]
+
+
+class Fault(enum.Enum):
+    """An outcome the simulator can force on one request.
+
+    ``NONE`` is a normal answer; it is only meaningful in ``SimServer.script``.
+    What each fault sends and the LiteLLM exception it becomes are tabled in
+    this module's docstring.
+    """
+
+    NONE = "none"
+    RATE_LIMIT = "rate_limit"
+    SERVER_ERROR = "server_error"
+    UNAVAILABLE = "unavailable"
+    HANG = "hang"
+    MALFORMED = "malformed"
+    STREAM_CUT = "stream_cut"
+    BAD_REQUEST = "bad_request"
+
+
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class SimModel(BaseModel):
+    """One simulated deployment, addressed by LiteLLM as ``openai/<name>``.
+
+    Attributes:
+        name: model name clients send in the ``model`` field.
+        ttft_ms: (mean, stddev) of the time to first token, normal, clamped >= 0.
+        tokens_per_s: generation speed; ``None`` or ``0`` means instant.
+        output_tokens: (mean, stddev) of the reply length (normal, at least 1),
+            or a fixed length; ``max_tokens`` cuts it with finish "length".
+        context_window: prompt tokens + ``max_tokens`` above this get a 400
+            ``context_length_exceeded``.
+        required_api_key: when set, any other Bearer token gets a 401.
+        error_rates: probability of each fault per request (sum <= 1).
+        retry_after_s: value advertised by RATE_LIMIT (``Retry-After`` header is
+            this rounded up to whole seconds, ``retry-after-ms`` is exact).
+        hang_s: how long HANG sleeps before answering normally.
+        embedding_dim: length of the vectors ``/v1/embeddings`` returns
+            (embeddings wait ``ttft_ms`` only; ``tokens_per_s`` is for chat).
+
+    Example:
+        >>> SimModel(name="sim-smart", output_tokens=3).output_tokens
+        3
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1)
+    ttft_ms: tuple[NonNegative, NonNegative] = (0.0, 0.0)
+    tokens_per_s: NonNegative | None = None
+    output_tokens: tuple[NonNegative, NonNegative] | Annotated[int, Field(ge=1)] = (24.0, 8.0)
+    context_window: int = Field(default=8192, gt=0)
+    required_api_key: str | None = None
+    error_rates: Mapping[Fault, Annotated[float, Field(ge=0, le=1)]] = Field(default_factory=dict)
+    retry_after_s: NonNegative = 1.0
+    hang_s: NonNegative = 30.0
+    embedding_dim: int = Field(default=64, gt=0)
+
+    @field_validator("error_rates")
+    @classmethod
+    def _no_rate_for_success(cls, rates: Mapping[Fault, float]) -> Mapping[Fault, float]:
+        if Fault.NONE in rates:
+            raise ValueError("Fault.NONE has no rate: success is whatever the faults leave")
+        return dict(rates)
+
+    @model_validator(mode="after")
+    def _rates_sum_to_at_most_one(self) -> SimModel:
+        total = sum(self.error_rates.values())
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"error_rates sum to {total:.3f}, more than 1")
+        return self
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """What the server did for one model since start or ``reset_stats``.
+
+    ``requests`` counts every request that named the model (chat and
+    embeddings); ``successes`` the normal answers; ``faults`` the injected
+    faults by kind; ``context_errors`` and ``auth_errors`` the requests the
+    model rejected on its own rules. Token totals cover successes only.
+
+    Example:
+        >>> ModelStats().faults[Fault.RATE_LIMIT]
+        0
+    """
+
+    requests: int = 0
+    successes: int = 0
+    faults: Mapping[Fault, int] = field(
+        default_factory=lambda: {fault: 0 for fault in Fault if fault is not Fault.NONE}
+    )
+    context_errors: int = 0
+    auth_errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0

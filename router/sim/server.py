@@ -1,0 +1,344 @@
+"""An OpenAI-compatible HTTP simulator for tests, the demo and benchmarks.
+
+``SimServer`` runs an ``aiohttp.web`` server on 127.0.0.1 (ephemeral port by
+default). LiteLLM reaches it as ``openai/<model>`` with ``api_base=sim.base_url``
+so its real HTTP path runs.
+
+Endpoints: ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``),
+``POST /v1/embeddings``, ``GET /v1/models`` (also served without ``/v1``).
+
+Order of checks for a request: JSON body -> model known (404) -> Bearer key
+(401) -> request shape (400) -> context window (400) -> outcome (scripted, else
+drawn from ``error_rates``) -> time to first token -> answer. Only requests
+that pass the client-side checks consume a scripted outcome. Response headers
+go out with the first byte of the answer, after the time to first token, so
+``acompletion(stream=True)`` returns after about one TTFT.
+
+The HTTP sent for each ``Fault`` and the LiteLLM exception it becomes are
+tabled in ``router.sim.models``.
+
+Example:
+    >>> import asyncio, aiohttp
+    >>> async def main() -> list[int]:
+    ...     body = {"model": "sim-fast", "messages": [{"role": "user", "content": "hi"}]}
+    ...     async with SimServer([SimModel(name="sim-fast")], seed=7) as sim:
+    ...         sim.script("sim-fast", [Fault.SERVER_ERROR])
+    ...         async with aiohttp.ClientSession() as http:
+    ...             for _ in range(2):
+    ...                 async with http.post(f"{sim.base_url}/chat/completions", json=body):
+    ...                     pass
+    ...         stats = sim.stats("sim-fast")
+    ...         return [stats.requests, stats.faults[Fault.SERVER_ERROR], stats.successes]
+    >>> asyncio.run(main())
+    [2, 1, 1]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import struct
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from router.sim import generation, payloads, replies, wire
+from router.sim.models import Fault, ModelStats, SimModel
+from router.sim.state import ModelState
+
+__all__ = ["SimServer"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class SimServer:
+    """A fake OpenAI endpoint serving a fixed set of ``SimModel``.
+
+    Args:
+        models: the models served; names must be unique.
+        seed: seeds the one ``random.Random`` used for latency and fault draws,
+            and the reply text.
+        host: interface to bind.
+        port: port to bind; 0 picks a free one.
+        clock: wall clock for the ``created`` fields.
+
+    Example:
+        >>> server = SimServer([SimModel(name="sim-fast")])
+        >>> server.models["sim-fast"].context_window
+        8192
+    """
+
+    def __init__(
+        self,
+        models: Iterable[SimModel],
+        *,
+        seed: int = 0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._states: dict[str, ModelState] = {}
+        for model in models:
+            if model.name in self._states:
+                raise ValueError(f"duplicate simulated model {model.name!r}")
+            self._states[model.name] = ModelState(model)
+        self._seed = seed
+        self._rng = random.Random(seed)
+        self._host = host
+        self._port = port
+        self._clock = clock
+        self._runner: web.AppRunner | None = None
+        self._bound_port: int | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._completions = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind and start serving; ``base_url`` is valid afterwards."""
+        if self._runner is not None:
+            raise RuntimeError("SimServer already started")
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        for prefix in ("/v1", ""):
+            app.router.add_post(f"{prefix}/chat/completions", self._tracked(self._chat))
+            app.router.add_post(f"{prefix}/embeddings", self._tracked(self._embeddings))
+            app.router.add_get(f"{prefix}/models", self._list_models)
+        # handler_cancellation: a client that gives up (timeout on HANG) frees its handler.
+        runner = web.AppRunner(
+            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self._host, self._port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._bound_port = int(runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Cancel in-flight handlers (a HANG never delays shutdown) and unbind."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        for task in list(self._inflight):
+            task.cancel()
+        await runner.cleanup()
+        self._bound_port = None
+
+    async def __aenter__(self) -> SimServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- control and inspection ------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/v1``, the ``api_base`` to give LiteLLM."""
+        return f"http://{self._host}:{self.port}/v1"
+
+    @property
+    def port(self) -> int:
+        """The bound port; raises ``RuntimeError`` before ``start``."""
+        if self._bound_port is None:
+            raise RuntimeError("SimServer is not running; call start() or use 'async with'")
+        return self._bound_port
+
+    @property
+    def models(self) -> Mapping[str, SimModel]:
+        """The models currently served, by name."""
+        return {name: state.model for name, state in self._states.items()}
+
+    def stats(self, name: str) -> ModelStats:
+        """Snapshot of one model's counters. Raises ``KeyError`` if unknown."""
+        return self._state(name).snapshot()
+
+    def reset_stats(self, name: str | None = None) -> None:
+        """Zero the counters of one model, or of all models."""
+        for state in [self._state(name)] if name is not None else self._states.values():
+            state.reset()
+
+    def update(self, name: str, /, **changes: Any) -> SimModel:
+        """Change a model's behaviour at runtime; returns the new ``SimModel``.
+
+        Changes are validated like the constructor's fields. Requests already
+        past their latency draw finish with the old behaviour.
+
+        Example:
+            >>> server = SimServer([SimModel(name="m")])
+            >>> server.update("m", ttft_ms=(800, 50)).ttft_ms
+            (800.0, 50.0)
+        """
+        state = self._state(name)
+        if changes.get("name", name) != name:
+            raise ValueError("a simulated model cannot be renamed")
+        state.model = SimModel.model_validate({**state.model.model_dump(), **changes})
+        return state.model
+
+    def restore(self, name: str | None = None) -> None:
+        """Undo ``update`` and ``script`` for one model or all (counters are kept).
+
+        Handy for a session-wide simulator that some tests degrade.
+
+        Example:
+            >>> server = SimServer([SimModel(name="m")])
+            >>> _ = server.update("m", hang_s=1)
+            >>> server.restore()
+            >>> server.models["m"].hang_s
+            30.0
+        """
+        for state in [self._state(name)] if name is not None else self._states.values():
+            state.model = state.original
+            state.script = ()
+
+    def script(self, name: str, outcomes: Iterable[Fault]) -> None:
+        """Force the outcomes of the next requests to ``name``, in order.
+
+        Replaces any outcomes still pending (an empty list clears them);
+        ``Fault.NONE`` is a normal answer. Once the script is used up,
+        ``error_rates`` apply again.
+
+        Example:
+            >>> server = SimServer([SimModel(name="m")])
+            >>> server.script("m", [Fault.SERVER_ERROR, Fault.NONE])
+        """
+        self._state(name).script = outcomes
+
+    def _state(self, name: str) -> ModelState:
+        try:
+            return self._states[name]
+        except KeyError:
+            raise KeyError(f"no simulated model named {name!r}") from None
+
+    # -- HTTP handlers ---------------------------------------------------------
+
+    def _tracked(self, handler: Handler) -> Handler:
+        async def run(request: web.Request) -> web.StreamResponse:
+            task = asyncio.current_task()
+            if task is not None:
+                self._inflight.add(task)
+            try:
+                return await handler(request)
+            except wire.Reject as rejected:
+                return rejected.response
+            finally:
+                if task is not None:
+                    self._inflight.discard(task)
+
+        return run
+
+    async def _list_models(self, request: web.Request) -> web.Response:
+        return wire.json_response(payloads.model_list(list(self._states), int(self._clock())))
+
+    async def _admit(self, request: web.Request) -> tuple[payloads.JSONDict, ModelState]:
+        """Parse the body, find the model, check the key; counts the request."""
+        try:
+            body = json.loads(await request.read())
+        except ValueError:
+            message = "We could not parse the JSON body of your request."
+            raise wire.reject(400, payloads.bad_request_error(message)) from None
+        if not isinstance(body, dict):
+            raise wire.reject(
+                400, payloads.bad_request_error("The request body must be a JSON object.")
+            )
+        name = body.get("model")
+        state = self._states.get(name) if isinstance(name, str) else None
+        if state is None:
+            raise wire.reject(404, payloads.model_not_found_error(str(name)))
+        state.requests += 1
+        key = state.model.required_api_key
+        if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
+            state.auth_errors += 1
+            raise wire.reject(401, payloads.auth_error())
+        return body, state
+
+    async def _take_outcome(self, state: ModelState, *, stream: bool) -> Fault:
+        """Draw the outcome and wait out the latency; error outcomes raise."""
+        fault = state.next_outcome(self._rng)
+        failure = wire.fault_response(fault, state.model, stream=stream)
+        if failure is not None:
+            raise wire.Reject(failure)
+        if fault is Fault.HANG:
+            await asyncio.sleep(state.model.hang_s)
+        ttft_s = generation.sample_ttft_s(state.model.ttft_ms, self._rng)
+        if ttft_s > 0:
+            await asyncio.sleep(ttft_s)
+        return fault
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body, state = await self._admit(request)
+        self._completions += 1
+        try:
+            reply = replies.plan_reply(
+                body,
+                state.model,
+                seed=self._seed,
+                reply_id=f"chatcmpl-sim{self._completions:010d}",
+                created=int(self._clock()),
+            )
+        except replies.ContextWindowExceeded:
+            state.context_errors += 1
+            raise
+        fault = await self._take_outcome(state, stream=reply.stream)
+        if reply.stream:
+            return await self._stream(request, state, reply, cut=fault is Fault.STREAM_CUT)
+        tokens_per_s = state.model.tokens_per_s
+        if tokens_per_s:
+            await asyncio.sleep(len(reply.tokens) / tokens_per_s)
+        completion = replies.completion_body(reply)
+        if fault is Fault.STREAM_CUT:
+            return await wire.send_truncated(request, json.dumps(completion).encode())
+        if fault is Fault.NONE:
+            state.record_success(reply.prompt_tokens, len(reply.tokens))
+        return wire.json_response(completion)
+
+    async def _stream(
+        self, request: web.Request, state: ModelState, reply: replies.Reply, *, cut: bool
+    ) -> web.StreamResponse:
+        """Send the reply as SSE; with ``cut`` hang up after half the tokens."""
+        head, frames, tail = replies.stream_frames(reply, cut=cut)
+        response = web.StreamResponse(headers=wire.SSE_HEADERS)
+        await response.prepare(request)
+        await wire.write_paced(response, head, frames, state.model.tokens_per_s)
+        if cut:
+            wire.drop_connection(request)
+            return response
+        await response.write(tail)
+        state.record_success(reply.prompt_tokens, len(reply.tokens))
+        return response
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        body, state = await self._admit(request)
+        model = state.model
+        texts = wire.embedding_inputs(body.get("input"))
+        token_counts = [generation.estimate_text_tokens(text) for text in texts]
+        if max(token_counts) > model.context_window:
+            state.context_errors += 1
+            raise wire.reject(
+                400, payloads.context_length_error(model.context_window, max(token_counts))
+            )
+        fault = await self._take_outcome(state, stream=False)
+        vectors: list[Any] = [
+            generation.embed_text(text, model.name, model.embedding_dim) for text in texts
+        ]
+        if body.get("encoding_format") == "base64":
+            vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
+        result = payloads.embeddings(model.name, vectors, sum(token_counts))
+        if fault is Fault.STREAM_CUT:
+            return await wire.send_truncated(request, json.dumps(result).encode())
+        if fault is Fault.NONE:
+            state.record_success(sum(token_counts), 0)
+        return wire.json_response(result)
