@@ -86,8 +86,8 @@ def explain(snapshot: Snapshot, ctx: RequestContext, health: HealthTracker, rng:
             if compiled.spec.constraints.fit_context and d.context_window < ctx.needed_context:
                 kept, reason = False, f"context window {d.context_window} < {ctx.needed_context} tokens needed"
             elif not health.available(d.name):
-                kept, reason = False, f"circuit {health.state(d.name).value}; retry in " \
-                    f"{max(0.0, health.recovers_at(d.name) - health.clock()):.1f}s"
+                wait = max(0.0, health.recovers_at(d.name) - health.clock())
+                kept, reason = False, f"health: {health.unavailable_reason(d.name)}; retry in {wait:.1f}s"
             if tenant_note is not None and kept:
                 kept, reason = False, tenant_note
             if kept:
