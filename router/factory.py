@@ -104,12 +104,12 @@ async def create_default_router(
         telemetry.policy_reloaded(ok=result.ok, version=result.version,
                                   error=str(result.error) if result.error else None)
 
-    if files.deployments.exists() or files.policy_dir is not None and any(files.current_policies()):
+    if files.deployments.exists() or (files.policy_dir is not None and any(files.current_policies())):
         source = PolicySource.from_files(files, default_route=settings.default_route)
         source.on_reload = on_reload
     else:
         source = PolicySource(legacy_snapshot(LegacySettings()))
-    health = HealthTracker(clock=clock, shared=_shared_health(settings.health_store_url),
+    health = HealthTracker(settings.breaker, clock=clock, shared=_shared_health(settings.health_store_url),
                            on_state_change=telemetry.circuit_changed)
     quota = QuotaManager(store_from_url(settings.quota_store_url), clock=time.time)
     router = Router(source, settings=settings, health=health, quota=quota, telemetry=telemetry,

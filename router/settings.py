@@ -16,12 +16,15 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from router.breaker import BreakerConfig
+
 
 class RouterSettings(BaseSettings):
     """Where the router finds its files and how it runs."""
 
     model_config = SettingsConfigDict(
-        env_prefix="ROUTER_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="ROUTER_", env_file=".env", env_file_encoding="utf-8", extra="ignore",
+        env_nested_delimiter="__",
     )
 
     config_dir: Path = Path("config")
@@ -42,6 +45,8 @@ class RouterSettings(BaseSettings):
     default_tenant: str = "default"
     #: Output tokens reserved for quota when a call sets no max_tokens.
     default_max_tokens: int = Field(default=512, gt=0)
+    #: Circuit-breaker and latency-window thresholds (`ROUTER_BREAKER__MIN_CALLS=20`, ...).
+    breaker: BreakerConfig = BreakerConfig()
     capture_content: bool | None = None
     tenant_in_metrics: bool = False
     seed: int | None = None

@@ -93,7 +93,7 @@ def load_snapshot(files: ConfigFiles, *, default_route: str | None = None,
         raise ConfigError(issues)
     return compile_snapshot(
         deployments.deployments, str(files.deployments), policies,
-        tenants=tenants, default_route=default_route, prices=prices, version=version,
+        tenants=tenants, tenants_file=str(files.tenants), default_route=default_route, prices=prices, version=version,
     )
 
 

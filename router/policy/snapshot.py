@@ -15,7 +15,7 @@ from router.context import RequestContext
 from router.errors import ConfigError, ConfigIssue
 from router.policy.schema import Deployment, PolicyFile, Route, Rule
 from router.pricing import PriceBook
-from router.quota.config import TenantsFile
+from router.quota.config import TenantsFile, reference_issues
 from router.strategies import Strategy, build_strategy
 
 
@@ -106,6 +106,7 @@ def compile_snapshot(
     policies: Sequence[tuple[str, PolicyFile]],
     *,
     tenants: TenantsFile | None = None,
+    tenants_file: str = "tenants.yaml",
     default_route: str | None = None,
     prices: PriceBook | None = None,
     version: int = 0,
@@ -157,6 +158,8 @@ def compile_snapshot(
     elif embedding_route is None and "embeddings" in specs:
         embedding_route = "embeddings"
     issues.extend(_cycle_issues(specs))
+    if tenants is not None:
+        issues.extend(reference_issues(tenants, file=tenants_file, routes=specs, deployments=by_name))
     if issues:
         raise ConfigError(issues)
 

@@ -1,0 +1,190 @@
+"""The schema of `config/tenants.yaml`: who may call, how much, how fast.
+
+Every limit is optional (omitted = unlimited), finite and non-negative; a limit
+of 0 forbids what it counts. Limits apply per tenant, and again per tenant and
+route (`routes:`) and per tenant and deployment (`deployments:`); a request
+must fit all that apply.
+
+How each limit is counted (see `router.quota.manager` for the details):
+
+- `requests_per_minute` and `tokens_per_minute` are GCRA buckets (a token
+  bucket kept as one timestamp), never fixed windows: `burst` requests may go at
+  once (default: ten seconds' worth), then the bucket refills at the steady
+  rate; the token bucket holds a whole minute of tokens, so that a request as
+  large as the limit can still pass.
+- `*_per_day` and `*_per_month` are calendar windows in UTC: they reset at
+  midnight UTC and on the first of the month.
+- `max_concurrent` counts reservations not yet settled or refunded.
+
+Example::
+
+    unknown_tenants: default
+    tenants:
+      default: {requests_per_minute: 60, usd_per_day: 5}
+      acme:
+        requests_per_minute: 600
+        burst: 20
+        usd_per_day: 100
+        allowed_routes: [default, premium]
+        routes: {premium: {usd_per_day: 20}}
+        deployments: {gpt-4o: {requests_per_minute: 100}}
+    failure_mode: {rates: open, money: closed}
+
+>>> TenantsFile.model_validate({"tenants": {"default": {"usd_per_day": 5}}}).unknown_tenants
+'default'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from router.errors import ConfigIssue
+from router.policy.schema import NonNegFloat, Spec
+
+NonNegInt = Annotated[int, Field(ge=0)]
+FailureMode = Literal["open", "closed"]
+
+#: Limit fields counted in US dollars: the "money" class of `failure_mode`.
+MONEY_LIMITS = frozenset({"usd_per_day", "usd_per_month"})
+
+
+class Limits(Spec):
+    """The limit fields, shared by a tenant, a tenant's route and a tenant's deployment."""
+
+    requests_per_minute: NonNegFloat | None = None
+    #: Requests the minute bucket lets through at once; needs `requests_per_minute`.
+    burst: int | None = Field(default=None, ge=1)
+    tokens_per_minute: NonNegFloat | None = None
+    requests_per_day: NonNegInt | None = None
+    tokens_per_day: NonNegInt | None = None
+    usd_per_day: NonNegFloat | None = None
+    requests_per_month: NonNegInt | None = None
+    tokens_per_month: NonNegInt | None = None
+    usd_per_month: NonNegFloat | None = None
+    max_concurrent: NonNegInt | None = None
+
+    @model_validator(mode="after")
+    def _burst_needs_rate(self) -> Limits:
+        if self.burst is not None and self.requests_per_minute is None:
+            raise ValueError("'burst' needs 'requests_per_minute'")
+        return self
+
+    @property
+    def request_burst(self) -> int:
+        """Requests allowed at once: `burst`, else ten seconds' worth (at least 1).
+
+        Ten seconds keeps any 60-second span under 1.17x the limit while letting
+        a tenant start a few calls together.
+        """
+        if self.burst is not None:
+            return self.burst
+        rpm = self.requests_per_minute or 0.0
+        return max(1, math.ceil(rpm / 6))
+
+    def is_empty(self) -> bool:
+        """True when no limit is set (so nothing needs counting for this scope)."""
+        return all(getattr(self, name) is None for name in _LIMIT_FIELDS)
+
+
+_LIMIT_FIELDS = tuple(name for name in Limits.model_fields if name != "burst")
+
+
+class TenantLimits(Limits):
+    """One tenant: its own limits, the routes it may use, per-route and per-deployment limits."""
+
+    #: The route the caller should use when a request names none (a hint to the router).
+    default_route: str | None = None
+    #: Routes this tenant may use; omitted = all.
+    allowed_routes: frozenset[str] | None = None
+    routes: dict[str, Limits] = Field(default_factory=dict)
+    deployments: dict[str, Limits] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _routes_allowed(self) -> TenantLimits:
+        if self.allowed_routes is None:
+            return self
+        if self.default_route is not None and self.default_route not in self.allowed_routes:
+            raise ValueError(f"default_route {self.default_route!r} is not in allowed_routes")
+        stray = sorted(set(self.routes) - self.allowed_routes)
+        if stray:
+            raise ValueError(f"limits given for routes not in allowed_routes: {stray}")
+        return self
+
+    def allows(self, route: str) -> bool:
+        """Whether this tenant may use `route`."""
+        return self.allowed_routes is None or route in self.allowed_routes
+
+
+class FailurePolicy(Spec):
+    """What to do when the quota store cannot be reached.
+
+    `rates` covers every limit but the USD ones; `money` covers `usd_per_*`.
+    "open" serves the request uncounted (logged and counted in
+    `QuotaManager.store_errors`); "closed" raises `QuotaStoreUnavailable`.
+    """
+
+    rates: FailureMode = "open"
+    money: FailureMode = "closed"
+
+
+class TenantsFile(Spec):
+    """The whole `tenants.yaml`."""
+
+    #: "default": an unknown tenant gets the `default` tenant's limits, counted
+    #: under its own name; "reject": an unknown tenant raises TenantNotAllowed.
+    unknown_tenants: Literal["default", "reject"] = "default"
+    tenants: dict[str, TenantLimits] = Field(default_factory=dict)
+    failure_mode: FailurePolicy = FailurePolicy()
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> TenantsFile:
+        if self.unknown_tenants == "default" and "default" not in self.tenants:
+            raise ValueError(
+                "unknown_tenants is 'default' but no tenant named 'default' is defined"
+            )
+        return self
+
+
+def reference_issues(
+    tenants: TenantsFile,
+    *,
+    file: str,
+    routes: Collection[str],
+    deployments: Collection[str],
+) -> list[ConfigIssue]:
+    """Names in `tenants` that point at routes or deployments that do not exist.
+
+    The schema cannot see the other files; the loader calls this once all are read.
+
+    >>> t = TenantsFile.model_validate({"unknown_tenants": "reject",
+    ...     "tenants": {"a": {"allowed_routes": ["nope"]}}})
+    >>> [i.field for i in reference_issues(t, file="t.yaml", routes={"default"}, deployments=())]
+    ['tenants.a.allowed_routes']
+    """
+    issues: list[ConfigIssue] = []
+    for name, t in tenants.tenants.items():
+        where = f"tenants.{name}"
+        if t.default_route is not None and t.default_route not in routes:
+            issues.append(
+                ConfigIssue(file, f"{where}.default_route", f"unknown route {t.default_route!r}")
+            )
+        for route in sorted(t.allowed_routes or ()):
+            if route not in routes:
+                issues.append(
+                    ConfigIssue(file, f"{where}.allowed_routes", f"unknown route {route!r}")
+                )
+        for route in t.routes:
+            if route not in routes:
+                issues.append(
+                    ConfigIssue(file, f"{where}.routes.{route}", f"unknown route {route!r}")
+                )
+        for dep in t.deployments:
+            if dep not in deployments:
+                issues.append(
+                    ConfigIssue(file, f"{where}.deployments.{dep}", f"unknown deployment {dep!r}")
+                )
+    return issues

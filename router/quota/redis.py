@@ -1,0 +1,180 @@
+"""Quota state in Redis, shared by every router process and kept across restarts.
+
+Each reserve, settle and usage read is one round trip: one Lua script run with
+EVALSHA, which Redis executes atomically, so a check and its commit can never
+be split by another client. Scripts are loaded with SCRIPT LOAD the first time
+Redis answers NOSCRIPT (after a restart or a SCRIPT FLUSH too). The scripts use
+Redis's own `TIME`, so clients with skewed clocks still agree on windows and
+buckets. Every key carries its tenant in a hash tag (`llmr:{acme}:...`), so one
+tenant's keys share a Redis Cluster slot; every key expires (PEXPIRE) once its
+window, bucket or leases are over.
+
+>>> store = RedisStore.from_url("redis://127.0.0.1:6379/0?prefix=llmr:")  # doctest: +SKIP
+>>> store.name  # doctest: +SKIP
+'redis://127.0.0.1:6379/0'
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from importlib.resources import files
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+try:
+    from redis.asyncio import BlockingConnectionPool, Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import NoScriptError, RedisError
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "the Redis quota store needs the redis package: pip install llm-policy-router[redis]"
+    ) from exc
+
+from router.quota.base import (
+    Admitted,
+    Counts,
+    QuotaStore,
+    QuotaStoreError,
+    Rejected,
+    ReservePlan,
+    SettlePlan,
+)
+
+_KINDS: dict[int, Literal["rate", "window", "slot"]] = {1: "rate", 2: "window", 3: "slot"}
+
+
+def _opt(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
+class _Script:
+    """One Lua script: the shared prelude plus its body, known by its SHA1."""
+
+    def __init__(self, name: str) -> None:
+        here = files("router.quota")
+        self.source = (
+            here.joinpath("prelude.lua").read_text("utf-8")
+            + "\n"
+            + here.joinpath(f"{name}.lua").read_text("utf-8")
+        )
+        self.sha = hashlib.sha1(self.source.encode("utf-8")).hexdigest()
+
+
+class RedisStore(QuotaStore):
+    """Quota store on a Redis client (redis.asyncio); see `from_url`.
+
+    `clock` replaces Redis's TIME and exists for tests only; leave it None.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        prefix: str = "llmr:",
+        name: str = "redis",
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self.name = name
+        self._clock = clock
+        self._reserve = _Script("reserve")
+        self._settle = _Script("settle")
+        self._usage = _Script("usage")
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        clock: Callable[[], float] | None = None,
+        timeout_s: float = 1.0,
+        max_connections: int = 50,
+    ) -> RedisStore:
+        """Connect lazily to `redis://[:password@]host:port/db?prefix=llmr:`.
+
+        Socket timeouts default to `timeout_s`, and a failed command is retried
+        once, at once: a quota check must not stall a request for seconds while
+        Redis is down (redis-py's default backs off ten times). The pool blocks
+        (up to `timeout_s`) rather than failing when all `max_connections` are
+        busy, so a burst of requests queues instead of erroring.
+        """
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        prefix = next((v for k, v in query if k == "prefix"), "llmr:")
+        rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+        pool = BlockingConnectionPool.from_url(
+            urlunsplit(parts._replace(query=rest)),
+            max_connections=max_connections,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1),
+        )
+        host = parts.hostname or "localhost"
+        port = f":{parts.port}" if parts.port else ""
+        return cls(Redis.from_pool(pool), prefix=prefix,
+                   name=f"{parts.scheme}://{host}{port}{parts.path}", clock=clock)
+
+    def _now(self) -> str:
+        return "" if self._clock is None else repr(self._clock())
+
+    async def _run(self, script: _Script, keys: Sequence[str], args: Sequence[str]) -> Any:
+        full = [self._prefix + k for k in keys]
+        try:
+            try:
+                return await self._client.evalsha(script.sha, len(full), *full, *args)
+            except NoScriptError:
+                await self._client.script_load(script.source)
+                return await self._client.evalsha(script.sha, len(full), *full, *args)
+        except (RedisError, OSError) as exc:
+            raise QuotaStoreError(f"{self.name}: {exc}") from exc
+
+    async def reserve(self, plan: ReservePlan) -> Admitted | Rejected:
+        keys = [
+            *(r.key for r in plan.rates),
+            *(w.key for w in plan.windows),
+            *(s.key for s in plan.slots),
+        ]
+        args = [self._now(), plan.id, repr(plan.lease_s),
+                str(len(plan.rates)), str(len(plan.windows)), str(len(plan.slots))]
+        for r in plan.rates:
+            args += [repr(r.interval_s), repr(float(r.capacity)), repr(float(r.amount))]
+        for w in plan.windows:
+            args += [w.window, *(str(n) for n in w.amounts), *(_opt(n) for n in w.limits)]
+        args += [_opt(s.limit) for s in plan.slots]
+        out = await self._run(self._reserve, keys, args)
+        try:
+            if int(out[0]) == 1:
+                return Admitted((int(out[1]), int(out[2]), int(out[3])))
+            retry = float(out[5]) if out[5] else None
+            return Rejected(_KINDS[int(out[1])], int(out[2]), int(out[3]), float(out[4]), retry)
+        except (LookupError, TypeError, ValueError) as exc:
+            raise QuotaStoreError(f"{self.name}: unexpected reply {out!r}") from exc
+
+    async def settle(self, plan: SettlePlan) -> bool:
+        keys = [plan.open_key, *(r.key for r in plan.rates), *(w.key for w in plan.windows),
+                *plan.release]
+        args = [self._now(), plan.id,
+                str(len(plan.rates)), str(len(plan.windows)), str(len(plan.release))]
+        for r in plan.rates:
+            args += [repr(r.interval_s), repr(float(r.delta))]
+        for w in plan.windows:
+            wid = "" if w.window_id is None else str(w.window_id)
+            args += [w.window, wid, *(str(n) for n in w.deltas)]
+        return int(await self._run(self._settle, keys, args)) == 1
+
+    async def usage(
+        self, window_keys: tuple[str, str, str], open_key: str
+    ) -> tuple[tuple[Counts, Counts, Counts], int]:
+        out = [int(v) for v in await self._run(self._usage, [*window_keys, open_key],
+                                               [self._now()])]
+        m, d, mo = (
+            (out[i], out[i + 1], out[i + 2]) for i in (0, 3, 6)
+        )
+        return (m, d, mo), out[9]
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
