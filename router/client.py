@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -310,6 +310,10 @@ class Router:
             raise RouterError("this router has no quota store")
         return await self.quota.usage(tenant)
 
+    def add_closer(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Register something `aclose()` must release (run first-registered first)."""
+        self._on_close.append(close)
+
     async def aclose(self) -> None:
         """Stop the reload watcher, close stores and flush telemetry. Safe to call twice."""
         if self._closed:
@@ -419,7 +423,7 @@ class Router:
 
 @dataclass(slots=True)
 class _OpenStream:
-    pieces: AsyncIterator[backend.StreamPiece]
+    pieces: AsyncGenerator[backend.StreamPiece, None]
     first: backend.StreamPiece | None
     trace: AttemptTrace
     started: float

@@ -22,8 +22,9 @@ from router.client import Router
 from router.errors import ConfigError, ConfigIssue
 from router.health import HealthTracker
 from router.policy.reload import ConfigFiles, PolicySource, ReloadResult
-from router.policy.schema import Deployment, PolicyFile, Route
+from router.policy.schema import Deployment, PolicyFile, Probe, Route
 from router.policy.snapshot import Snapshot, compile_snapshot
+from router.probes import Prober
 from router.quota import QuotaManager, store_from_url
 from router.settings import LegacySettings, RouterSettings
 from router.tracing import Telemetry
@@ -115,7 +116,18 @@ async def create_default_router(
     router = Router(source, settings=settings, health=health, quota=quota, telemetry=telemetry,
                     clock=clock, rng=rng, sleep=sleep, on_close=closers)
     source.start_watching(settings.reload_interval_s)
+    prober = Prober(source, health, call=send_probe, clock=clock)
+    prober.start()
+    router.add_closer(prober.aclose)
     return router
+
+
+async def send_probe(d: Deployment, probe: Probe) -> None:
+    """One tiny completion, the probe's prompt, bounded by the deployment's timeout."""
+    from router import backend
+
+    await backend.chat(d, [{"role": "user", "content": probe.prompt}], timeout_s=d.timeout_s,
+                       params={"max_tokens": probe.max_tokens})
 
 
 def _shared_health(url: str):  # type: ignore[no-untyped-def]
