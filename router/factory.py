@@ -14,6 +14,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
@@ -21,6 +22,7 @@ from opentelemetry.trace import TracerProvider
 from router.client import Router
 from router.errors import ConfigError, ConfigIssue
 from router.health import HealthTracker
+from router.health_store import SharedHealth
 from router.policy.reload import ConfigFiles, PolicySource, ReloadResult
 from router.policy.schema import Deployment, PolicyFile, Probe, Route
 from router.policy.snapshot import Snapshot, compile_snapshot
@@ -130,9 +132,14 @@ async def send_probe(d: Deployment, probe: Probe) -> None:
                        params={"max_tokens": probe.max_tokens})
 
 
-def _shared_health(url: str):  # type: ignore[no-untyped-def]
+def _shared_health(url: str) -> SharedHealth | None:
+    """None for `memory://` (each process alone); Redis for `redis://host:port/db?prefix=...`."""
     if url.startswith("memory://"):
         return None
     from router.health_store import RedisSharedHealth
 
-    return RedisSharedHealth(url)
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    prefix = query.pop("prefix", ["llmr:health:"])[0]
+    rest = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
+    return RedisSharedHealth(rest, prefix=prefix)

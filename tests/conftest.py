@@ -102,10 +102,12 @@ async def make_router(tmp_path: Path, fresh_sim: SimServer) -> AsyncIterator[Rou
     os.environ["SIM_TEST_KEY"] = "sk-test-0123456789abcdef"
     os.environ["SIM_LOCKED_KEY"] = "sk-wrong-key-0123456789"
 
-    async def build(policy: str, *, tenants: str | None = None, **settings: object) -> Router:
+    async def build(policy: str, *, tenants: str | None = None, deployments: str | None = None,
+                    clock: Callable[[], float] | None = None, **settings: object) -> Router:
         (tmp_path / "config").mkdir(exist_ok=True)
         (tmp_path / "policies").mkdir(exist_ok=True)
-        (tmp_path / "config" / "deployments.yaml").write_text(deployments_yaml(fresh_sim.base_url))
+        (tmp_path / "config" / "deployments.yaml").write_text(
+            deployments.replace("{base_url}", fresh_sim.base_url) if deployments else deployments_yaml(fresh_sim.base_url))
         (tmp_path / "policies" / "main.yaml").write_text(textwrap.dedent(policy))
         if tenants is not None:
             (tmp_path / "config" / "tenants.yaml").write_text(textwrap.dedent(tenants))
@@ -114,7 +116,8 @@ async def make_router(tmp_path: Path, fresh_sim: SimServer) -> AsyncIterator[Rou
             "reload_interval_s": 0, "seed": 1,
         }
         options.update(settings)
-        router = await create_default_router(RouterSettings(**options))  # type: ignore[arg-type]
+        extra = {"clock": clock} if clock is not None else {}
+        router = await create_default_router(RouterSettings(**options), **extra)  # type: ignore[arg-type]
         routers.append(router)
         return router
 

@@ -1,0 +1,114 @@
+"""The health tracker steering real traffic: circuits open and close, `fastest` follows latency.
+
+Latencies are scaled down tenfold from the issue's figures (5 ms and 50 ms for
+50 ms and 500 ms, 80 ms for 800 ms) so the suite stays quick; the ratios are
+what the strategy sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+from router.health import CircuitState
+from router.sim import Fault, SimServer
+from tests.conftest import RouterFactory
+
+TWO = """\
+routes:
+  default:
+    strategy: fallback
+    targets: [sim-flaky, sim-fast]
+    retry: {attempts: 1}
+    deadline_s: 5
+"""
+
+
+class ShiftableClock:
+    """Real monotonic time plus an offset the test can push forward (to pass a cooldown)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+
+async def run(router, n: int, concurrency: int = 20) -> list[str]:  # type: ignore[no-untyped-def]
+    served: list[str] = []
+    queue = iter(range(n))
+
+    async def worker() -> None:
+        for _ in queue:
+            served.append((await router.complete("hi")).deployment)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return served
+
+
+async def test_failing_deployment_is_cut_off_then_readmitted(make_router: RouterFactory, fresh_sim: SimServer) -> None:
+    clock = ShiftableClock()
+    router = await make_router(TWO, clock=clock, breaker={"consecutive_failures": 5, "min_calls": 10,
+                                                          "failure_rate": 0.5, "cooldown_s": 30})
+    fresh_sim.update("sim-flaky", error_rates={Fault.SERVER_ERROR: 1.0})
+    served = await run(router, 2000)
+    assert len(served) == 2000 and set(served) == {"sim-fast"}  # every request still answered
+    to_flaky = fresh_sim.stats("sim-flaky").requests
+    # it takes `consecutive_failures` faults to open; after that, only requests already in flight
+    assert router.tracker.state("sim-flaky") == CircuitState.OPEN
+    after_open = to_flaky - 5
+    assert after_open < 0.01 * 2000, f"{after_open} requests reached the open deployment"
+
+    fresh_sim.restore("sim-flaky")
+    clock.offset += 31  # the cooldown passes
+    served = await run(router, 20, concurrency=1)
+    assert router.tracker.state("sim-flaky") == CircuitState.CLOSED
+    assert served.count("sim-flaky") == 20  # readmitted through one half-open trial, then all traffic
+
+
+FASTEST = """\
+routes:
+  default:
+    strategy: fastest
+    latency_stat: ewma
+    targets: [sim-smart, sim-fast]
+    deadline_s: 5
+"""
+
+DEPLOYMENTS = """\
+deployments:
+  - {name: sim-fast, model: openai/sim-fast, api_base: "{base_url}", api_key_env: SIM_TEST_KEY, latency_prior_ms: 10}
+  - {name: sim-smart, model: openai/sim-smart, api_base: "{base_url}", api_key_env: SIM_TEST_KEY, latency_prior_ms: 50}
+"""
+
+
+async def test_fastest_follows_measured_latency(make_router: RouterFactory, fresh_sim: SimServer) -> None:
+    fresh_sim.update("sim-fast", ttft_ms=(5, 0))
+    fresh_sim.update("sim-smart", ttft_ms=(50, 0))
+    router = await make_router(FASTEST, deployments=DEPLOYMENTS)
+    served = await run(router, 50, concurrency=1)
+    assert served.count("sim-fast") / 50 > 0.95
+    fresh_sim.update("sim-fast", ttft_ms=(80, 0))
+    served = await run(router, 30, concurrency=1)
+    moved_at = next(i for i, d in enumerate(served) if d == "sim-smart")
+    assert moved_at <= 5, served  # the EWMA (alpha 0.3) crosses 50 ms within a few slow answers
+    assert served[-10:] == ["sim-smart"] * 10
+
+
+async def test_two_routers_share_an_open_circuit_through_redis(
+    make_router: RouterFactory, fresh_sim: SimServer
+) -> None:
+    url = f"redis://127.0.0.1:6379/0?prefix=llmr-test-{uuid.uuid4().hex}:"
+    breaker = {"consecutive_failures": 2, "cooldown_s": 30}
+    a = await make_router(TWO, health_store_url=url, breaker=breaker)
+    b = await make_router(TWO, health_store_url=url, breaker=breaker)
+    fresh_sim.update("sim-flaky", error_rates={Fault.SERVER_ERROR: 1.0})
+    await run(a, 4, concurrency=1)
+    assert a.tracker.state("sim-flaky") == CircuitState.OPEN
+    assert await a.tracker.sync() and await b.tracker.sync()
+    assert b.tracker.state("sim-flaky") == CircuitState.OPEN
+    before = fresh_sim.stats("sim-flaky").requests
+    served = await run(b, 10, concurrency=1)
+    assert set(served) == {"sim-fast"}
+    assert fresh_sim.stats("sim-flaky").requests == before  # b never called the dead deployment
