@@ -106,8 +106,8 @@ async def make_router(tmp_path: Path, fresh_sim: SimServer) -> AsyncIterator[Rou
                     clock: Callable[[], float] | None = None, **settings: object) -> Router:
         (tmp_path / "config").mkdir(exist_ok=True)
         (tmp_path / "policies").mkdir(exist_ok=True)
-        (tmp_path / "config" / "deployments.yaml").write_text(
-            deployments.replace("{base_url}", fresh_sim.base_url) if deployments else deployments_yaml(fresh_sim.base_url))
+        written = deployments.replace("{base_url}", fresh_sim.base_url) if deployments else None
+        (tmp_path / "config" / "deployments.yaml").write_text(written or deployments_yaml(fresh_sim.base_url))
         (tmp_path / "policies" / "main.yaml").write_text(textwrap.dedent(policy))
         if tenants is not None:
             (tmp_path / "config" / "tenants.yaml").write_text(textwrap.dedent(tenants))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from router.errors import ProviderUnavailable
 from router.health import AttemptResult, BreakerConfig, CircuitState, HealthTracker
-from router.policy.schema import Deployment, PolicyFile, Probe, Route
 from router.policy.reload import PolicySource
+from router.policy.schema import Deployment, PolicyFile, Probe, Route
 from router.policy.snapshot import compile_snapshot
 from router.probes import Prober
 
@@ -59,3 +59,4 @@ async def test_failed_probe_reopens_and_probes_respect_the_interval() -> None:
     clock.now += 20.0  # past the doubled cooldown
     assert await prober.run_once() == ["p"]
     assert health.state("p") == CircuitState.CLOSED
+    assert calls == ["p", "p"]
