@@ -11,6 +11,7 @@ from the original design's variables (`OPENAI_API_KEY`, `OPENAI_MODEL`,
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from opentelemetry.trace import TracerProvider
 
 from router.client import Router
 from router.errors import ConfigError, ConfigIssue
-from router.health import HealthTracker
+from router.health import CircuitState, HealthTracker
 from router.health_store import SharedHealth
 from router.policy.reload import ConfigFiles, PolicySource, ReloadResult
 from router.policy.schema import Deployment, PolicyFile, Probe, Route
@@ -30,6 +31,8 @@ from router.probes import Prober
 from router.quota import QuotaManager, store_from_url
 from router.settings import LegacySettings, RouterSettings
 from router.tracing import Telemetry
+
+log = logging.getLogger("router.health")
 
 
 def config_files(settings: RouterSettings) -> ConfigFiles:
@@ -112,8 +115,12 @@ async def create_default_router(
         source.on_reload = on_reload
     else:
         source = PolicySource(legacy_snapshot(LegacySettings()))
+    def on_state_change(deployment: str, old: CircuitState, new: CircuitState, reason: str) -> None:
+        log.warning("circuit of %s: %s -> %s (%s)", deployment, old, new, reason)
+        telemetry.circuit_changed(deployment, old, new, reason)
+
     health = HealthTracker(settings.breaker, clock=clock, shared=_shared_health(settings.health_store_url),
-                           on_state_change=telemetry.circuit_changed)
+                           on_state_change=on_state_change)
     quota = QuotaManager(store_from_url(settings.quota_store_url), clock=time.time)
     router = Router(source, settings=settings, health=health, quota=quota, telemetry=telemetry,
                     clock=clock, rng=rng, sleep=sleep, on_close=closers)
