@@ -247,3 +247,12 @@ async def test_zero_yaml_mode_from_the_original_variables(
         assert r.deployment == "openai" and r.model.endswith("sim-fast")
         assert r.usage.output_tokens == 5
         assert len((await router.embed("x")).embeddings[0]) == 16
+
+
+@pytest.mark.parametrize("contents", [["What is 2+2? " * 5], ["Be brief.", "Tell me a joke"], ["hi"], ["word " * 3000]])
+async def test_prompt_token_count_matches_litellms_counter(contents: list[str]) -> None:
+    from router import backend
+
+    litellm = backend.litellm_module()
+    messages = [{"role": "user", "content": c} for c in contents]
+    assert backend.count_tokens(messages) == litellm.token_counter(messages=messages)
