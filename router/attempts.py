@@ -4,7 +4,7 @@ What each failure means here:
 
 | error | what the loop does |
 |---|---|
-| rate limited, timeout, 5xx, connection, malformed, stream cut | retry (if the route's `retry.on` names it), then fall back |
+| rate limited, timeout, 5xx, connection, malformed, stream cut | retry (if `retry.on` names it), then fall back |
 | context window exceeded | fall back to a deployment with a larger window |
 | authentication, not found | skip that deployment (its circuit cools down for long) |
 | invalid request (the caller's) | fail fast, no fallback |
@@ -94,8 +94,8 @@ class AttemptLoop:
 
     def backoff_s(self, retry: Retry, failures: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter; never shorter than the provider's Retry-After."""
-        base = min(retry.max_backoff_s, retry.backoff_s * (2 ** (failures - 1)))
-        delay = base * (1 - retry.jitter * self.rng.random())
+        base = min(retry.max_backoff_s, retry.backoff_s * 2.0 ** (failures - 1))
+        delay = base * (1.0 - retry.jitter * self.rng.random())
         return max(delay, retry_after or 0.0)
 
     async def run(

@@ -78,7 +78,7 @@ def err(cls: Callable[..., ProviderError], **kw: object) -> ProviderError:
 
 async def test_retries_then_succeeds_on_same_deployment() -> None:
     clock = FakeTime()
-    call, calls = scripted({"a": [err(ProviderUnavailable), "ok"]}, clock)
+    call, _ = scripted({"a": [err(ProviderUnavailable), "ok"]}, clock)
     ok = await make_loop(clock).run(plan(dep("a"), attempts=2), CTX, call, TRACE)
     assert ok.value == "ok" and ok.deployment.name == "a"
     assert [a.outcome for a in ok.attempts] == ["error", "ok"]
@@ -138,7 +138,7 @@ async def test_auth_error_skips_the_deployment_without_retry() -> None:
 
 async def test_long_retry_after_falls_back_instead_of_waiting() -> None:
     clock = FakeTime()
-    call, calls = scripted({"a": [err(RateLimited, retry_after=30.0)], "b": ["ok"]}, clock)
+    call, _ = scripted({"a": [err(RateLimited, retry_after=30.0)], "b": ["ok"]}, clock)
     ok = await make_loop(clock).run(plan(dep("a"), dep("b"), attempts=3), CTX, call, TRACE)
     assert ok.deployment.name == "b" and clock.sleeps == []
 

@@ -128,7 +128,8 @@ def test_fallback_cycle(tmp_path: Path) -> None:
     ],
 )
 def test_bad_weights(tmp_path: Path, weights: str, message: str) -> None:
-    err = load_error(tmp_path, f"routes:\n  default:\n    strategy: weighted\n    targets: [a, b]\n    weights: {weights}\n")
+    policy = f"routes:\n  default:\n    strategy: weighted\n    targets: [a, b]\n    weights: {weights}\n"
+    err = load_error(tmp_path, policy)
     assert message in str(err)
     assert err.field.startswith("routes.default")
 
