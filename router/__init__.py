@@ -5,7 +5,7 @@
 >>> r = await router.complete("What is 2+2?")  # doctest: +SKIP
 """
 
-from router.client import Decision, Router
+from router.client import Router
 from router.errors import (
     AllAttemptsFailed,
     AuthenticationFailed,
@@ -31,6 +31,7 @@ from router.errors import (
 from router.factory import create_default_router
 from router.models import Attempt, EmbeddingResponse, LLMMessage, LLMResponse, StreamChunk, Usage
 from router.policy.reload import ReloadResult
+from router.routing import Decision
 from router.settings import RouterSettings
 
 __all__ = [

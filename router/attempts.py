@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -208,15 +208,3 @@ class AttemptLoop:
         if after != before:
             trace.event("router.circuit.state_change",
                         {"deployment": d.name, "from": before.value, "to": after.value})
-
-
-def order_for(route_orders: Sequence[Sequence[Deployment]]) -> tuple[Deployment, ...]:
-    """Concatenate the route's order and its fallback routes' orders, without repeats."""
-    seen: set[str] = set()
-    out: list[Deployment] = []
-    for order in route_orders:
-        for d in order:
-            if d.name not in seen:
-                seen.add(d.name)
-                out.append(d)
-    return tuple(out)

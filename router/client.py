@@ -12,45 +12,24 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from router import backend
-from router.attempts import AttemptLoop, Plan, order_for
+from router.attempts import AttemptCall, AttemptLoop, Success
 from router.context import Operation, RequestContext
-from router.errors import NoRouteAvailable, ProviderError, RouterError, StreamInterrupted
+from router.errors import ProviderError, RouterError, StreamInterrupted
 from router.health import AttemptResult, DeploymentHealth, HealthTracker
 from router.models import EmbeddingResponse, LLMMessage, LLMResponse, StreamChunk, Usage
 from router.policy.reload import PolicySource, ReloadResult
 from router.policy.schema import Deployment
-from router.policy.snapshot import CompiledRoute, Snapshot, SourcedRule
 from router.quota import QuotaManager, Reservation, TenantUsage
+from router.routing import Decision, decide
 from router.settings import RouterSettings
 from router.tracing import AttemptTrace, RequestTrace, Telemetry
 
 Messages = Sequence[LLMMessage] | Sequence[Mapping[str, str]]
-
-
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """Where a request goes: the rule that matched, the route, the order to try."""
-
-    snapshot: Snapshot
-    route: CompiledRoute
-    rule: SourcedRule | None
-    plan: Plan
-    ctx: RequestContext
-
-    def params(self, max_tokens: int | None, temperature: float | None) -> dict[str, Any]:
-        """Call parameters: the caller's, else the route's defaults."""
-        params: dict[str, Any] = {}
-        max_tokens = max_tokens if max_tokens is not None else self.route.spec.max_tokens
-        temperature = temperature if temperature is not None else self.route.spec.temperature
-        if max_tokens is not None:
-            params["max_tokens"] = max_tokens
-        if temperature is not None:
-            params["temperature"] = temperature
-        return params
+T = TypeVar("T")
 
 
 class Router:
@@ -103,16 +82,12 @@ class Router:
         >>> await router.chat([LLMMessage(role="user", content="Hi")], tenant="acme")  # doctest: +SKIP
         """
         msgs = _as_dicts(messages)
-        decision = self.decide(self._context("chat", msgs, tenant, route, tags, metadata, model, max_tokens))
-        ctx, params = decision.ctx, decision.params(max_tokens, temperature)
-        trace = self._start_trace(ctx, decision)
-        reservation = await self._reserve(decision, ctx, trace)
-        attempt_no = 0
+        req = await self._begin(self._context("chat", msgs, tenant, route, tags, metadata, model, max_tokens))
+        decision, trace = req.decision, req.trace
+        params = decision.params(max_tokens, temperature)
 
         async def call(d: Deployment, timeout: float) -> tuple[backend.ChatResult, float]:
-            nonlocal attempt_no
-            attempt_no += 1
-            at = trace.start_attempt(deployment=d, attempt=attempt_no, request_params=params, messages=msgs)
+            at = req.start_attempt(d, params, msgs)
             try:
                 r = await backend.chat(d, msgs, timeout_s=timeout, params=params)
             except ProviderError as exc:
@@ -123,14 +98,9 @@ class Router:
                    finish_reasons=[r.finish_reason or "stop"], cost_usd=cost, output_text=r.text)
             return r, cost
 
-        try:
-            ok = await self.loop.run(decision.plan, ctx, call, trace)
-        except BaseException as exc:
-            await self._refund(reservation)
-            trace.fail(exc, error_type=_error_type(exc))
-            raise
+        ok = await self._run(req, call)
         result, cost = ok.value
-        await self._settle(reservation, result.input_tokens + result.output_tokens, cost, ok.deployment)
+        await self._settle(req.reservation, result.input_tokens + result.output_tokens, cost, ok.deployment)
         response = LLMResponse(
             text=result.text, deployment=ok.deployment.name, model=result.model,
             provider=ok.deployment.provider, route=decision.route.name,
@@ -168,17 +138,13 @@ class Router:
         ...     print(chunk.delta, end="")
         """
         msgs = _as_dicts([LLMMessage(role="user", content=messages)] if isinstance(messages, str) else messages)
-        decision = self.decide(
+        req = await self._begin(
             self._context("chat", msgs, tenant, route, tags, metadata, model, max_tokens, stream=True))
-        ctx, params = decision.ctx, decision.params(max_tokens, temperature)
-        trace = self._start_trace(ctx, decision)
-        reservation = await self._reserve(decision, ctx, trace)
-        attempt_no = 0
+        decision, trace, ctx = req.decision, req.trace, req.decision.ctx
+        params = decision.params(max_tokens, temperature)
 
         async def call(d: Deployment, timeout: float) -> _OpenStream:
-            nonlocal attempt_no
-            attempt_no += 1
-            at = trace.start_attempt(deployment=d, attempt=attempt_no, request_params=params, messages=msgs)
+            at = req.start_attempt(d, params, msgs)
             pieces = backend.stream_chat(d, msgs, timeout_s=timeout, params=params)
             t0 = self.clock()
             try:
@@ -188,12 +154,7 @@ class Router:
                 raise
             return _OpenStream(pieces, first, at, t0, self.clock() - t0)
 
-        try:
-            ok = await self.loop.run(decision.plan, ctx, call, trace, record_success=False)
-        except BaseException as exc:
-            await self._refund(reservation)
-            trace.fail(exc, error_type=_error_type(exc))
-            raise
+        ok = await self._run(req, call, record_success=False)
         d, s = ok.deployment, ok.value
         text: list[str] = []
         in_tok, out_tok, finish, model_name = ctx.prompt_tokens, 0, None, d.model
@@ -220,7 +181,7 @@ class Router:
             self.tracker.record(AttemptResult(
                 deployment=d.name, ok=failure is None or kind is None, latency_s=latency,
                 error_kind=kind, ttft_s=s.ttft_s, output_tokens=out_tok))
-            await self._settle(reservation, in_tok + out_tok, cost, d)
+            await self._settle(req.reservation, in_tok + out_tok, cost, d)
             if failure is None:
                 s.trace.end(response_model=model_name, input_tokens=in_tok, output_tokens=out_tok,
                             finish_reasons=[finish or "stop"], cost_usd=cost, ttft_s=s.ttft_s,
@@ -253,16 +214,11 @@ class Router:
         """
         inputs = [texts] if isinstance(texts, str) else list(texts)
         msgs = [{"role": "user", "content": t} for t in inputs]
-        decision = self.decide(self._context("embeddings", msgs, tenant, route, tags, metadata, model, 0))
-        ctx = decision.ctx
-        trace = self._start_trace(ctx, decision)
-        reservation = await self._reserve(decision, ctx, trace)
-        attempt_no = 0
+        req = await self._begin(self._context("embeddings", msgs, tenant, route, tags, metadata, model, 0))
+        decision, trace = req.decision, req.trace
 
         async def call(d: Deployment, timeout: float) -> tuple[backend.EmbedResult, float]:
-            nonlocal attempt_no
-            attempt_no += 1
-            at = trace.start_attempt(deployment=d, attempt=attempt_no, request_params={}, messages=None)
+            at = req.start_attempt(d, {}, None)
             try:
                 r = await backend.embed(d, inputs, timeout_s=timeout)
             except ProviderError as exc:
@@ -273,14 +229,9 @@ class Router:
                    finish_reasons=[], cost_usd=cost)
             return r, cost
 
-        try:
-            ok = await self.loop.run(decision.plan, ctx, call, trace)
-        except BaseException as exc:
-            await self._refund(reservation)
-            trace.fail(exc, error_type=_error_type(exc))
-            raise
+        ok = await self._run(req, call)
         result, cost = ok.value
-        await self._settle(reservation, result.input_tokens, cost, ok.deployment)
+        await self._settle(req.reservation, result.input_tokens, cost, ok.deployment)
         trace.end(deployment=ok.deployment.name, attempts=len(ok.attempts), cost_usd=cost,
                   fallback_used=ok.attempts[0].deployment != ok.deployment.name,
                   input_tokens=result.input_tokens, output_tokens=0)
@@ -351,45 +302,26 @@ class Router:
 
     def decide(self, ctx: RequestContext) -> Decision:
         """Pick rule, route and attempt order for `ctx` from the serving snapshot."""
-        snap = self.source.current
-        rule = None
-        if ctx.route is not None:
-            name = ctx.route
-        elif ctx.model_alias is not None and ctx.model_alias in snap.model_aliases:
-            name = snap.model_aliases[ctx.model_alias]
-        else:
-            rule = snap.match_rule(ctx)
-            name = rule.rule.route if rule else self._default_route(snap, ctx)
-        route = snap.routes.get(name)
-        if route is None:
-            raise NoRouteAvailable(route=name, reasons={"route": "no such route"})
-        spec = route.spec
-        if spec.max_tokens is not None and ctx.max_tokens is None:
-            ctx = replace(ctx, max_tokens=spec.max_tokens)
-        orders = [route.strategy.order(ctx, self.tracker, self.rng)]
-        orders.extend(snap.routes[fb].strategy.order(ctx, self.tracker, self.rng)
-                      for fb in route.fallback_chain)
-        plan = Plan(route=name, order=order_for(orders), retry=spec.retry, deadline_s=spec.deadline_s,
-                    attempt_timeout_s=spec.attempt_timeout_s, fit_context=spec.constraints.fit_context)
-        if not any(d.context_window >= ctx.needed_context for d in plan.order) and plan.fit_context:
-            raise NoRouteAvailable(route=name, reasons={
-                d.name: f"context window {d.context_window} < {ctx.needed_context} tokens" for d in plan.order})
-        return Decision(snap, route, rule, plan, ctx)
+        return decide(self.source.current, ctx, self.tracker, self.rng)
 
-    def _default_route(self, snap: Snapshot, ctx: RequestContext) -> str:
-        if ctx.operation == "embeddings" and snap.embedding_route is not None:
-            return snap.embedding_route
-        if snap.tenants is not None and self.quota is not None:
-            limits = snap.tenants.tenants.get(ctx.tenant)
-            if limits is not None and limits.default_route is not None:
-                return limits.default_route
-        return snap.default_route
-
-    def _start_trace(self, ctx: RequestContext, decision: Decision) -> RequestTrace:
+    async def _begin(self, ctx: RequestContext) -> _Request:
+        """Decide, open the request's trace and reserve its quota: everything before the first attempt."""
+        decision = self.decide(ctx)
+        ctx = decision.ctx
         trace = self.telemetry.start_request(operation=ctx.operation, tenant=ctx.tenant, route=decision.route.name)
         trace.decision(rule=decision.rule.label if decision.rule else None, route=decision.route.name,
                        strategy=decision.route.strategy.name, candidates=[d.name for d in decision.plan.order])
-        return trace
+        return _Request(decision, trace, await self._reserve(decision, ctx, trace))
+
+    async def _run(self, req: _Request, call: AttemptCall[T], *, record_success: bool = True) -> Success[T]:
+        """The attempt loop; on failure the reservation is refunded and the trace closed."""
+        try:
+            return await self.loop.run(req.decision.plan, req.decision.ctx, call, req.trace,
+                                       record_success=record_success)
+        except BaseException as exc:
+            await self._refund(req.reservation)
+            req.trace.fail(exc, error_type=_error_type(exc))
+            raise
 
     async def _reserve(self, decision: Decision, ctx: RequestContext, trace: RequestTrace) -> Reservation | None:
         tenants = decision.snapshot.tenants
@@ -419,6 +351,23 @@ class Router:
     async def _refund(self, reservation: Reservation | None) -> None:
         if reservation is not None and self.quota is not None:
             await self.quota.refund(reservation)
+
+
+@dataclass(slots=True)
+class _Request:
+    """One call in flight: its decision, trace, reservation and attempt count."""
+
+    decision: Decision
+    trace: RequestTrace
+    reservation: Reservation | None
+    attempts: int = 0
+
+    def start_attempt(
+        self, d: Deployment, params: dict[str, Any], messages: list[dict[str, str]] | None
+    ) -> AttemptTrace:
+        self.attempts += 1
+        return self.trace.start_attempt(deployment=d, attempt=self.attempts, request_params=params,
+                                        messages=messages)
 
 
 @dataclass(slots=True)

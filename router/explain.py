@@ -17,6 +17,7 @@ from router.context import RequestContext
 from router.errors import TenantNotAllowed
 from router.health import HealthTracker
 from router.policy.snapshot import Snapshot
+from router.routing import choose_route
 
 
 class CandidateReport(BaseModel):
@@ -50,22 +51,8 @@ class Explanation(BaseModel):
 
 def explain(snapshot: Snapshot, ctx: RequestContext, health: HealthTracker, rng: random.Random) -> Explanation:
     """Explain how `ctx` would be routed by `snapshot` right now."""
-    rule = None
-    if ctx.route is not None:
-        name, source = ctx.route, "explicit --route"
-    elif ctx.model_alias is not None and ctx.model_alias in snapshot.model_aliases:
-        name, source = snapshot.model_aliases[ctx.model_alias], f"model alias {ctx.model_alias!r}"
-    else:
-        rule = snapshot.match_rule(ctx)
-        if rule is not None:
-            name, source = rule.rule.route, f"rule {rule.label}"
-        elif ctx.operation == "embeddings" and snapshot.embedding_route is not None:
-            name, source = snapshot.embedding_route, "embedding route"
-        else:
-            name, source = snapshot.default_route, "default route"
-            limits = snapshot.tenants.tenants.get(ctx.tenant) if snapshot.tenants else None
-            if limits is not None and limits.default_route is not None:
-                name, source = limits.default_route, f"tenant {ctx.tenant!r} default route"
+    choice = choose_route(snapshot, ctx)
+    name, rule, source = choice.name, choice.rule, choice.source
     route = snapshot.routes[name]
     tenant_note = _tenant_note(snapshot, ctx, name)
     reports: list[CandidateReport] = []
