@@ -8,23 +8,23 @@ import uuid
 import pytest
 
 from router import AllAttemptsFailed, QuotaExceeded, Router
-from router.backend import count_tokens
 from router.sim import Fault, SimServer
 from tests.conftest import RouterFactory
 
-# $1000 per Mtok both ways makes one small request cost a few cents: easy sums.
+# Output-only pricing ($1000 per Mtok) makes the estimate exact: the simulator answers exactly
+# max_tokens=8 tokens, so each request reserves and spends $0.008 whatever its prompt counts.
 DEPLOYMENTS = """\
 deployments:
   - name: sim-fast
     model: openai/sim-fast
     api_base: "{base_url}"
     api_key_env: SIM_TEST_KEY
-    price: {input_per_mtok: 1000, output_per_mtok: 1000}
+    price: {input_per_mtok: 0, output_per_mtok: 1000}
   - name: sim-cheap
     model: openai/sim-cheap
     api_base: "{base_url}"
     api_key_env: SIM_TEST_KEY
-    price: {input_per_mtok: 1000, output_per_mtok: 1000}
+    price: {input_per_mtok: 0, output_per_mtok: 1000}
 """
 
 POLICY = """\
@@ -46,9 +46,7 @@ tenants:
 """
 
 
-def estimate_usd() -> float:
-    """What the router reserves for one request: counted prompt tokens + max_tokens, at $1000/Mtok."""
-    return (count_tokens(PROMPT) + 8) * 1000 / 1e6
+COST_USD = 8 * 1000 / 1e6
 
 
 async def attempt(router: Router) -> str:
@@ -73,10 +71,7 @@ async def test_budget_for_50_holds_against_200_concurrent_requests(
     make_router: RouterFactory, fresh_sim: SimServer, store_setup: tuple[str, int]
 ) -> None:
     url, n_routers = store_setup
-    # warm LiteLLM up so count_tokens uses its tokenizer, as the router does
-    warm = await make_router(POLICY, deployments=DEPLOYMENTS)
-    await warm.chat(PROMPT)
-    budget = round(50 * estimate_usd(), 9)
+    budget = 50 * COST_USD
     routers = [await make_router(POLICY, deployments=DEPLOYMENTS, tenants=tenants(budget), quota_store_url=url)
                for _ in range(n_routers)]
     fresh_sim.reset_stats()
@@ -85,8 +80,7 @@ async def test_budget_for_50_holds_against_200_concurrent_requests(
     assert outcomes.count("ok") == 50 and outcomes.count("rejected") == 150
     assert reached == 50
     usage = await routers[0].usage("acme")
-    # the simulator counts fewer prompt tokens than tiktoken, so actual cost <= estimate
-    assert usage.day.usd <= budget + 1e-9
+    assert usage.day.usd == pytest.approx(budget)  # spent exactly the budget, never more
     assert usage.day.requests == 50 and usage.in_flight == 0  # rejected requests are not counted
 
 
