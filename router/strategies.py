@@ -26,6 +26,8 @@ from router.policy.schema import Deployment, Route
 class HealthView(Protocol):
     """What strategies may ask of the health tracker."""
 
+    @property
+    def clock(self) -> Callable[[], float]: ...
     def latency_ms(self, deployment: str, stat: str) -> float | None: ...
     def peak_ewma_ms(self, deployment: str) -> float | None: ...
     def in_flight(self, deployment: str) -> int: ...
@@ -104,14 +106,25 @@ class BestQuality(Fallback):
         return {d.name: -d.quality for d in self.candidates}
 
 
+#: Above this many candidates, latency-ordered strategies reuse their order for `ORDER_TTL_S`:
+#: ordering 1000 deployments by measured latency costs ~1 ms, and latency moves slower than that.
+LARGE_ROUTE = 32
+ORDER_TTL_S = 0.25
+
+
 class Fastest(Strategy):
     """Lowest measured latency first; the YAML prior stands in while a deployment is cold.
 
     The route's `latency_stat` picks p50, p95, p99 or EWMA; streams use time
-    to first token when it has been measured.
+    to first token when it has been measured. Routes of more than
+    `LARGE_ROUTE` targets reuse their order for `ORDER_TTL_S` seconds.
     """
 
     name = "fastest"
+
+    def __init__(self, route: Route, candidates: Sequence[Deployment], price_of: PriceOf) -> None:
+        super().__init__(route, candidates, price_of)
+        self._cached: dict[bool, tuple[float, list[Deployment]]] = {}
 
     def _latency(self, d: Deployment, ctx: RequestContext, health: HealthView) -> float:
         stat = "ttft" if ctx.stream else self.route.latency_stat
@@ -121,7 +134,14 @@ class Fastest(Strategy):
         return d.latency_prior_ms if measured is None else measured
 
     def order(self, ctx: RequestContext, health: HealthView, rng: random.Random) -> Sequence[Deployment]:
-        return sorted(self.candidates, key=lambda d: self._latency(d, ctx, health))
+        if len(self.candidates) <= LARGE_ROUTE:
+            return sorted(self.candidates, key=lambda d: self._latency(d, ctx, health))
+        now = health.clock()
+        cached = self._cached.get(ctx.stream)
+        if cached is None or now - cached[0] >= ORDER_TTL_S:
+            cached = (now, sorted(self.candidates, key=lambda d: self._latency(d, ctx, health)))
+            self._cached[ctx.stream] = cached
+        return cached[1]
 
     def scores(self, ctx: RequestContext, health: HealthView) -> dict[str, float]:
         return {d.name: self._latency(d, ctx, health) for d in self.candidates}

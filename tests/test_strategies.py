@@ -115,3 +115,19 @@ def test_slo_prefers_cheapest_that_fits_else_fastest() -> None:
     tight = Route(strategy="cheapest", targets=("a", "b", "c"), slo=Slo(latency_ms=50))
     s = build_strategy(tight, [A, B, C], PRICES.per_mtok)
     assert names(s.order(CTX, health, random.Random(0))) == ["b", "c", "a"]  # none fits: fastest first
+
+
+def test_fastest_on_a_large_route_reuses_its_order_for_a_short_while() -> None:
+    from router.strategies import LARGE_ROUTE, ORDER_TTL_S
+
+    clock = FakeClock()
+    health = HealthTracker(clock=clock)
+    many = [dep(f"d{i}", 1.0, 0.5, prior=100.0 + i) for i in range(LARGE_ROUTE + 8)]
+    route = Route(strategy="fastest", targets=tuple(d.name for d in many))
+    s = build_strategy(route, many, PRICES.per_mtok)
+    assert s.order(CTX, health, random.Random(0))[0].name == "d0"
+    health.begin("d5")
+    health.record(AttemptResult(deployment="d5", ok=True, latency_s=0.001))
+    assert s.order(CTX, health, random.Random(0))[0].name == "d0"  # cached order
+    clock.now += ORDER_TTL_S
+    assert s.order(CTX, health, random.Random(0))[0].name == "d5"  # refreshed
