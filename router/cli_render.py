@@ -1,0 +1,301 @@
+"""Terminal output for `llm-router`: tables and a live status line, with or without rich.
+
+`rich` (the `cli` extra) draws the tables when it is installed and output is
+not forced plain; otherwise the same tables come out as aligned plain text,
+so `pip install -e . && llm-router demo` looks right with the base
+dependencies alone.
+
+>>> out = Output(plain=True)
+>>> out.table(Table("Example", [Column("name"), Column("calls", right=True)], [["sim-fast", "12"]]))
+Example
+  name      calls
+  ────────  ─────
+  sim-fast     12
+<BLANKLINE>
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from router.demo import DemoStats
+    from router.explain import Explanation
+    from router.health import DeploymentHealth
+
+__all__ = [
+    "Column", "Output", "Table", "fmt_ms", "fmt_usd", "print_call", "print_demo_summary",
+    "print_explanation", "print_health", "rich_available",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A table column; `right` aligns numbers."""
+
+    header: str
+    right: bool = False
+
+
+@dataclass(slots=True)
+class Table:
+    """Rows of cells already formatted as text; `styles[i]` dims or colours row i."""
+
+    title: str
+    columns: list[Column]
+    rows: list[list[str]]
+    styles: list[str | None] = field(default_factory=list)
+    caption: str | None = None
+
+
+def rich_available() -> bool:
+    """True when `rich` can be imported (it is optional)."""
+    try:
+        import rich  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def fmt_ms(value: float | None) -> str:
+    """`123.4` -> `"123"`, None -> `"-"`."""
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def fmt_usd(value: float) -> str:
+    """Dollars with enough digits for sub-cent simulated spend."""
+    return f"${value:.4f}" if value < 100 else f"${value:,.2f}"
+
+
+class Output:
+    """Writes tables, lines and a live status line to one stream.
+
+    The live line redraws in place on a terminal and is printed at most every
+    `every_s` seconds otherwise (pipes, CI logs, tests). `event()` prints a
+    line above the live one.
+    """
+
+    def __init__(self, *, plain: bool | None = None, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        if plain is None:  # rich on a terminal when installed; plain text for pipes and logs
+            plain = bool(os.environ.get("LLM_ROUTER_PLAIN")) or not self.tty or not rich_available()
+        self.plain = plain
+        self._console: Any = None
+        self._live: Any = None
+        self._live_text = ""
+        if not plain:
+            from rich.console import Console
+
+            # off a terminal rich would wrap at 80 columns: give the tables room instead
+            self._console = Console(file=self.stream, highlight=False, width=None if self.tty else 200)
+        utf8 = (getattr(self.stream, "encoding", None) or "utf-8").lower().replace("-", "") == "utf8"
+        self.rule_char = "─" if utf8 else "-"
+        self.arrow = "→" if utf8 else "->"
+
+    # -- lines ------------------------------------------------------------------------
+
+    def line(self, text: str = "", *, style: str | None = None) -> None:
+        """Print one line (rich markup is not interpreted: text is printed as is)."""
+        if self._console is not None:
+            from rich.text import Text
+
+            self._console.print(Text(text, style=style or ""), soft_wrap=True)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def event(self, text: str, *, style: str | None = None) -> None:
+        """A line printed above the live status line, which is then redrawn."""
+        if self._live is not None:
+            from rich.text import Text
+
+            self._live.console.print(Text(text, style=style or ""), soft_wrap=True)
+            return
+        if self.tty and self._live_text:
+            self.stream.write("\r\033[K")
+        self.line(text, style=style)
+        if self.tty and self._live_text:
+            self.stream.write(self._live_text)
+            self.stream.flush()
+
+    # -- the live status line -----------------------------------------------------------
+
+    def live_start(self) -> None:
+        """Begin redrawing a status line (only on a terminal)."""
+        if self._console is not None and self.tty:
+            from rich.live import Live
+            from rich.text import Text
+
+            self._live = Live(Text(""), console=self._console, refresh_per_second=8, transient=True)
+            self._live.start()
+
+    def live_update(self, text: str) -> None:
+        """Replace the status line; off a terminal the caller decides when to print."""
+        if self._live is not None:
+            from rich.text import Text
+
+            self._live.update(Text(text, style="bold"))
+        elif self.tty:
+            self._live_text = text
+            self.stream.write("\r\033[K" + text)
+            self.stream.flush()
+        else:
+            self.line(text)
+
+    def live_stop(self) -> None:
+        """Remove the status line."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+        elif self.tty and self._live_text:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+        self._live_text = ""
+
+    # -- tables -----------------------------------------------------------------------
+
+    def table(self, table: Table) -> None:
+        """Print a table: rich's if enabled, aligned plain text otherwise."""
+        if self._console is not None:
+            self._rich_table(table)
+        else:
+            self._plain_table(table)
+
+    def _rich_table(self, table: Table) -> None:
+        from rich import box
+        from rich.table import Table as RichTable
+
+        rt = RichTable(title=table.title, title_justify="left", title_style="bold",
+                       caption=table.caption, caption_justify="left", box=box.SIMPLE_HEAD)
+        for col in table.columns:
+            rt.add_column(col.header, justify="right" if col.right else "left", no_wrap=not col.right)
+        for i, row in enumerate(table.rows):
+            style = table.styles[i] if i < len(table.styles) else None
+            rt.add_row(*row, style=style)
+        self._console.print(rt)
+
+    def _plain_table(self, table: Table) -> None:
+        widths = [len(c.header) for c in table.columns]
+        for row in table.rows:
+            for i, cell in enumerate(row):
+                widths[i] = max(widths[i], len(cell))
+
+        def fmt(cells: list[str]) -> str:
+            parts = [
+                cell.rjust(widths[i]) if table.columns[i].right else cell.ljust(widths[i])
+                for i, cell in enumerate(cells)
+            ]
+            return ("  " + "  ".join(parts)).rstrip()
+
+        lines = [table.title, fmt([c.header for c in table.columns]),
+                 "  " + "  ".join(self.rule_char * w for w in widths)]
+        lines.extend(fmt(row) for row in table.rows)
+        if table.caption:
+            lines.append("  " + table.caption)
+        print("\n".join(lines) + "\n", file=self.stream, flush=True)
+
+
+# -- what each command prints ----------------------------------------------------------------
+
+
+def print_explanation(e: Explanation, out: Output) -> None:
+    """`llm-router explain`: the rule, the route, every candidate and the attempt order."""
+    out.line(f"tenant {e.tenant}: prompt ~{e.prompt_tokens:,} tokens, needs a context of {e.needed_context:,}")
+    out.line(f"rule:  {e.rule or '(none matched)'}")
+    out.line(f"route: {e.route} (strategy {e.strategy}), picked by {e.route_source}", style="bold")
+    if e.tenant_note:
+        out.line(f"tenant: {e.tenant_note}", style="red")
+    out.line("")
+    out.table(Table(
+        "Candidates", _columns("route deployment kept reason score> circuit $/Mtok> quality> context>"),
+        [[c.route, c.deployment, "yes" if c.kept else "no", c.reason,
+          "-" if c.score is None else f"{c.score:.4g}", c.circuit, f"{c.price_per_mtok:.2f}",
+          f"{c.quality:.2f}", f"{c.context_window:,}"] for c in e.candidates],
+        [None if c.kept else "dim" for c in e.candidates],
+        caption="score: what the strategy ranks by, lower first (price, latency ms, -quality, ...)"))
+    if e.order:
+        out.line(f"attempt order: {f' {out.arrow} '.join(e.order)}", style="bold")
+    else:
+        out.line("attempt order: none; the call would fail with NoRouteAvailable", style="bold red")
+
+
+def print_call(out: Output, deployment: str, route: str | None, tokens_in: int, tokens_out: int,
+               cost: float, latency_ms: float, attempts: list[tuple[str, str]]) -> None:
+    """`llm-router chat`: where the answer came from, what it cost, and any attempts before it."""
+    via = f" (route {route})" if route else ""
+    out.line(f"-- deployment {deployment}{via} | tokens {tokens_in} in, {tokens_out} out | "
+             f"cost {fmt_usd(cost)} | latency {latency_ms:,.0f} ms", style="dim")
+    if len(attempts) > 1:
+        out.line("-- attempts: " + f" {out.arrow} ".join(f"{d} ({what})" for d, what in attempts), style="dim")
+
+
+def print_health(health: list[DeploymentHealth], out: Output) -> None:
+    """`llm-router status`: one row per deployment."""
+    def retry(h: DeploymentHealth) -> str:
+        if h.retry_in_s is None:
+            return "-"
+        return f"{h.retry_in_s:.1f}s" + (f" ({h.cooling})" if h.cooling else "")
+
+    out.table(Table(
+        "Deployments",
+        _columns("deployment state available p50_ms> p95_ms> p99_ms> error_rate> calls> in_flight> retry_in>"),
+        [[h.name, h.state.value, "yes" if h.available else "no", fmt_ms(h.p50_ms), fmt_ms(h.p95_ms),
+          fmt_ms(h.p99_ms), f"{h.error_rate:.0%}", str(h.calls_in_window), str(h.in_flight), retry(h)]
+         for h in health],
+        [None if h.available else "red" for h in health],
+        caption="calls and error rate over the breaker's window (30 s by default)"))
+
+
+def print_demo_summary(stats: DemoStats, out: Output) -> None:
+    """The demo's closing report: totals, then deployments, tenants and circuit changes."""
+    done, ok, failed, rejected, fallbacks, spend = stats.totals()
+    out.line("")
+    out.line(f"{done} requests in {stats.elapsed():.1f}s: {ok} ok, {failed} failed, {rejected} "
+             f"rejected by quota; {fallbacks} served by a fallback; spend {fmt_usd(spend)}", style="bold")
+    out.line("routes: " + ", ".join(f"{r} {n}" for r, n in stats.routes.most_common()))
+    if stats.failures:
+        out.line("failures: " + ", ".join(f"{k} {n}" for k, n in stats.failures.most_common()))
+    out.line("")
+    deps = [(name, stats.deployments[name], sorted(stats.deployments[name].latencies_ms))
+            for name in sorted(stats.deployments)]
+    out.table(Table(
+        "Deployments",
+        _columns("deployment calls> ok> errors> skipped> fallback> p50_ms> p95_ms> cost> circuit "
+                 "sim_faults> error_kinds"),
+        [[name, str(d.calls), str(d.ok), str(sum(d.errors.values())), str(d.skipped), str(d.fallbacks),
+          fmt_ms(_pct(lat, 0.5)), fmt_ms(_pct(lat, 0.95)), fmt_usd(d.cost),
+          stats.final_health.get(name, "-"), str(stats.sim_faults.get(name, 0)), _top(d.errors, 3)]
+         for name, d, lat in deps],
+        ["red" if stats.final_health.get(name, "closed") != "closed" else None for name, _, _ in deps],
+        caption="calls: attempts sent; skipped: passed over while its circuit was open or it was "
+                "cooling after a 429; fallback: requests it served after another one failed or was skipped"))
+    out.table(Table(
+        "Tenants", _columns("tenant requests> ok> failed> rejected> tokens> spend> rejected_by"),
+        [[name, str(t.requests), str(t.ok), str(t.failed), str(sum(t.rejected.values())),
+          f"{t.tokens:,}", fmt_usd(t.spend), _top(t.rejected, 4)]
+         for name, t in sorted(stats.tenants.items())]))
+    out.table(Table(
+        "Circuit state changes", _columns("at> deployment change reason"),
+        [[f"{at:.1f}s", name, f"{old} {out.arrow} {new}", reason]
+         for at, name, old, new, reason in stats.circuits] or [["-", "none", "", ""]]))
+
+
+def _columns(spec: str) -> list[Column]:
+    """`"name calls>"` -> a left-aligned "name" and a right-aligned "calls" (`_` is a space)."""
+    return [Column(w.rstrip(">").replace("_", " "), right=w.endswith(">")) for w in spec.split()]
+
+
+def _top(counts: Counter[str], n: int) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.most_common(n))
+
+
+def _pct(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of sorted values; None when empty."""
+    if not values:
+        return None
+    return values[min(len(values) - 1, max(0, round(q * len(values) + 0.5) - 1))]
