@@ -5,6 +5,8 @@
 >>> r = await router.complete("What is 2+2?")  # doctest: +SKIP
 """
 
+import logging
+
 from router.client import Router
 from router.errors import (
     AllAttemptsFailed,
@@ -33,6 +35,9 @@ from router.models import Attempt, EmbeddingResponse, LLMMessage, LLMResponse, S
 from router.policy.reload import ReloadResult
 from router.routing import Decision
 from router.settings import RouterSettings
+
+# A library logs; the application decides where logs go (Python's logging HOWTO for libraries).
+logging.getLogger("router").addHandler(logging.NullHandler())
 
 __all__ = [
     "AllAttemptsFailed",

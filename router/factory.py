@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
+from router import backend
 from router.client import Router
 from router.errors import ConfigError, ConfigIssue
 from router.health import CircuitState, HealthTracker
@@ -33,6 +34,8 @@ from router.settings import LegacySettings, RouterSettings
 from router.tracing import Telemetry
 
 log = logging.getLogger("router.health")
+
+StateListener = Callable[[str, CircuitState, CircuitState, str], None]
 
 
 def config_files(settings: RouterSettings) -> ConfigFiles:
@@ -87,14 +90,19 @@ async def create_default_router(
     clock: Callable[[], float] = time.monotonic,
     rng: random.Random | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    files: ConfigFiles | None = None,
+    on_circuit_change: StateListener | None = None,
 ) -> Router:
     """Build a router from `RouterSettings` (env `ROUTER_*`), the YAML files and `OTEL_*`.
 
     When no providers are passed and `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the
     router builds its own (never the global ones) and `aclose()` flushes them.
+    `files` replaces the files the settings name (the demo uses its own);
+    `on_circuit_change` hears every circuit transition, after logging and telemetry.
     """
     settings = settings or RouterSettings()
-    files = config_files(settings)
+    files = files or config_files(settings)
+    await backend.warm_up()
     closers: list[Callable[[], Awaitable[None]]] = []
     if tracer_provider is None and meter_provider is None:
         from router.otel_setup import providers_from_env, shutdown_providers
@@ -115,12 +123,14 @@ async def create_default_router(
         source.on_reload = on_reload
     else:
         source = PolicySource(legacy_snapshot(LegacySettings()))
+
     def on_state_change(deployment: str, old: CircuitState, new: CircuitState, reason: str) -> None:
         log.warning("circuit of %s: %s -> %s (%s)", deployment, old, new, reason)
         telemetry.circuit_changed(deployment, old, new, reason)
+        if on_circuit_change is not None:
+            on_circuit_change(deployment, old, new, reason)
 
-    health = HealthTracker(settings.breaker, clock=clock, shared=_shared_health(settings.health_store_url),
-                           on_state_change=on_state_change)
+    health = build_health(settings, clock=clock, on_state_change=on_state_change)
     quota = QuotaManager(store_from_url(settings.quota_store_url), clock=time.time)
     router = Router(source, settings=settings, health=health, quota=quota, telemetry=telemetry,
                     clock=clock, rng=rng, sleep=sleep, on_close=closers)
@@ -133,13 +143,20 @@ async def create_default_router(
 
 async def send_probe(d: Deployment, probe: Probe) -> None:
     """One tiny completion, the probe's prompt, bounded by the deployment's timeout."""
-    from router import backend
-
     await backend.chat(d, [{"role": "user", "content": probe.prompt}], timeout_s=d.timeout_s,
                        params={"max_tokens": probe.max_tokens})
 
 
-def _shared_health(url: str) -> SharedHealth | None:
+def build_health(
+    settings: RouterSettings, *, clock: Callable[[], float] = time.monotonic,
+    on_state_change: StateListener | None = None,
+) -> HealthTracker:
+    """The health tracker the settings describe: breaker thresholds and, for Redis, shared opens."""
+    return HealthTracker(settings.breaker, clock=clock, shared=shared_health(settings.health_store_url),
+                         on_state_change=on_state_change)
+
+
+def shared_health(url: str) -> SharedHealth | None:
     """None for `memory://` (each process alone); Redis for `redis://host:port/db?prefix=...`."""
     if url.startswith("memory://"):
         return None

@@ -64,5 +64,5 @@ class LegacySettings(BaseSettings):
     openai_temperature: float | None = Field(default=None, ge=0, le=2)
     openai_embedding_model: str = "text-embedding-3-small"
     anthropic_api_key: SecretStr | None = None
-    anthropic_model: str = "claude-3-5-haiku-latest"
+    anthropic_model: str = "claude-haiku-4-5"
     llm_router_strategy: Literal["fallback", "cheapest", "fastest", "best_quality"] = "fallback"

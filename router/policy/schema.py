@@ -64,7 +64,7 @@ class Deployment(Spec):
     """One model at one provider endpoint, called through LiteLLM.
 
     `model` is LiteLLM's model string (`openai/gpt-4o-mini`,
-    `anthropic/claude-3-5-haiku-latest`, `ollama/llama3.1`, ...): a new
+    `anthropic/claude-haiku-4-5`, `ollama/llama3.1`, ...): a new
     provider is a new entry here, not new code. The key is named by the
     environment variable that holds it, never written here.
     """

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.live
 
 PROVIDERS = {
     "openai": ("OPENAI_API_KEY", "openai/gpt-4o-mini", "openai/text-embedding-3-small"),
-    "anthropic": ("ANTHROPIC_API_KEY", "anthropic/claude-3-5-haiku-latest", None),
+    "anthropic": ("ANTHROPIC_API_KEY", "anthropic/claude-haiku-4-5", None),
 }
 
 
