@@ -35,7 +35,7 @@ from router.client import Router
 from router.context import RequestContext
 from router.errors import ConfigError, ConfigIssue, QuotaExceeded, RouterError, TenantNotAllowed
 from router.factory import StateListener, create_default_router
-from router.health import CircuitState
+from router.health import BreakerConfig, CircuitState
 from router.models import Attempt, LLMMessage
 from router.policy.reload import ConfigFiles
 from router.settings import RouterSettings
@@ -102,9 +102,13 @@ async def build_demo_router(
     seed: int | None = None,
     on_circuit_change: StateListener | None = None,
 ) -> Router:
-    """`create_default_router` over the demo's files (so `OTEL_*` export works here too)."""
-    return await create_default_router(RouterSettings(reload_interval_s=0, seed=seed), files=files,
-                                       on_circuit_change=on_circuit_change)
+    """`create_default_router` over the demo's files (so `OTEL_*` export works here too).
+
+    The breaker judges failure rates over 5 s rather than 30 s, so a 20 s demo shows a
+    degraded deployment's circuit opening within seconds of the change.
+    """
+    settings = RouterSettings(reload_interval_s=0, seed=seed, breaker=BreakerConfig(window_s=5))
+    return await create_default_router(settings, files=files, on_circuit_change=on_circuit_change)
 
 
 @contextlib.asynccontextmanager
