@@ -193,27 +193,6 @@ async def embed(d: Deployment, inputs: Sequence[str], *, timeout_s: float) -> Em
         raise map_error(exc, d) from None
 
 
-_encoding: Any = None
-
-
-def count_tokens(messages: Sequence[dict[str, str]]) -> int:
-    """Prompt tokens with LiteLLM's bundled tokenizer (cl100k), as `litellm.token_counter` counts
-    chat messages (3 per message + role + content, 3 to prime the reply).
-
-    The encoding is called directly: `token_counter` costs ~130 us for a short prompt here, the
-    encoding ~17 us. Before LiteLLM is imported (validate, explain) a character estimate is used.
-    """
-    global _encoding
-    if _litellm is None:
-        return sum(len(m.get("content", "")) for m in messages) // 4 + 4 * len(messages) + 3
-    if _encoding is None:
-        from litellm.litellm_core_utils.default_encoding import encoding
-
-        _encoding = encoding
-    encode = _encoding.encode_ordinary
-    return sum(4 + len(encode(m.get("content", ""))) for m in messages) + 3
-
-
 _SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+|api[_-]?key[=:]\s*\S+)", re.IGNORECASE)
 
 

@@ -75,6 +75,9 @@ class BreakerConfig(Spec):
     cooldown_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
     max_cooldown_s: float = Field(default=120.0, gt=0, allow_inf_nan=False)
     half_open_trials: int = Field(default=1, ge=1)
+    #: Successful calls per deployment that feed no latency statistic: the first call through a
+    #: new client pays its connection set-up (and LiteLLM's client creation), not the model's time.
+    latency_warmup_samples: int = Field(default=1, ge=0)
     #: A trial admitted in half-open whose result never comes back (the caller
     #: gave up before calling `record`) frees its slot after this long, so the
     #: circuit cannot stay half-open and closed to traffic forever.

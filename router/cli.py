@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from router import backend
 from router.cli_render import Output, print_call, print_explanation, print_health
 from router.client import Router
 from router.context import RequestContext
@@ -36,6 +35,7 @@ from router.policy.reload import ConfigFiles, PolicySource, load_snapshot
 from router.policy.schema import PolicyFile, Retry, Route
 from router.policy.snapshot import Snapshot, compile_snapshot
 from router.settings import LegacySettings, RouterSettings
+from router.tokens import count_tokens
 
 __all__ = ["build_parser", "main"]
 
@@ -296,7 +296,7 @@ async def _explain(args: argparse.Namespace, out: Output) -> int:
         return 2
     tokens = args.prompt_tokens
     if tokens is None:
-        tokens = backend.count_tokens([{"role": "user", "content": args.prompt}])
+        tokens = count_tokens([{"role": "user", "content": args.prompt}])
     ctx = RequestContext(
         operation="embeddings" if args.embeddings else "chat", tenant=args.tenant or settings.default_tenant,
         tags=frozenset(_tags(args)), metadata=_metadata(args), model_alias=args.model, route=args.route,

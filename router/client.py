@@ -26,6 +26,7 @@ from router.policy.schema import Deployment
 from router.quota import QuotaManager, Reservation, TenantUsage
 from router.routing import Decision, decide
 from router.settings import RouterSettings
+from router.tokens import count_tokens
 from router.tracing import AttemptTrace, RequestTrace, Telemetry
 
 Messages = Sequence[LLMMessage] | Sequence[Mapping[str, str]]
@@ -297,7 +298,7 @@ class Router:
         return RequestContext(
             operation=operation, tenant=tenant or self.settings.default_tenant,
             tags=frozenset(tags), metadata=dict(metadata or {}), model_alias=model, route=route,
-            prompt_tokens=backend.count_tokens(msgs), max_tokens=max_tokens, stream=stream,
+            prompt_tokens=count_tokens(msgs), max_tokens=max_tokens, stream=stream,
         )
 
     def decide(self, ctx: RequestContext) -> Decision:

@@ -40,6 +40,7 @@ from router.models import Attempt, LLMMessage
 from router.policy.reload import ConfigFiles
 from router.settings import RouterSettings
 from router.sim import Fault, SimModel, SimServer
+from router.tokens import count_tokens
 
 __all__ = [
     "DemoOptions", "DemoRequest", "TraceRow", "build_demo_router", "demo_files", "demo_models",
@@ -212,7 +213,7 @@ async def send(router: Router, req: DemoRequest, stats: DemoStats) -> None:
             msgs = req.messages()
             route = router.decide(RequestContext(
                 operation="chat", tenant=req.tenant, tags=frozenset(req.tags), stream=True,
-                prompt_tokens=backend.count_tokens([m.as_dict() for m in msgs]),
+                prompt_tokens=count_tokens([m.as_dict() for m in msgs]),
                 max_tokens=req.max_tokens)).route.name
             async for chunk in router.stream(msgs, tenant=req.tenant, tags=req.tags,
                                              max_tokens=req.max_tokens):

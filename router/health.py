@@ -171,7 +171,7 @@ def _ms(seconds: float | None) -> float | None:
 class _Deployment:
     """Everything the tracker keeps about one deployment; its size does not grow with traffic."""
 
-    __slots__ = ("breaker", "errors", "in_flight", "latency", "shared_until")
+    __slots__ = ("breaker", "errors", "in_flight", "latency", "shared_until", "warm")
 
     def __init__(self, config: BreakerConfig) -> None:
         self.breaker = CircuitBreaker(config)
@@ -183,6 +183,7 @@ class _Deployment:
         )
         self.errors = CountWindow(config.window_s)
         self.in_flight = 0
+        self.warm = 0  # successes seen, up to config.latency_warmup_samples
         self.shared_until = -math.inf  # the latest open published or adopted, local clock
 
 
@@ -251,7 +252,10 @@ class HealthTracker:
         breaker = dep.breaker
         if result.ok:
             dep.errors.add(now, None)
-            dep.latency.observe(now, result.latency_s, result.ttft_s, result.output_tokens)
+            if dep.warm < self._config.latency_warmup_samples:
+                dep.warm += 1  # a first call pays client and connection set-up: not the deployment's speed
+            else:
+                dep.latency.observe(now, result.latency_s, result.ttft_s, result.output_tokens)
             transition = breaker.on_success(now)
         else:
             kind = result.error_kind or "unknown"

@@ -44,6 +44,7 @@ class Harness:
     """A tracker, its clock and the transitions it announced."""
 
     def __init__(self, **config: float) -> None:
+        config.setdefault("latency_warmup_samples", 0)  # these tests count every sample
         self.clock = FakeClock()
         self.changes: list[Change] = []
         self.health = HealthTracker(
@@ -597,3 +598,11 @@ def test_tracker_without_loop_queues_its_opens() -> None:
     assert a.admit(D)  # no running loop: nothing to start, nothing raised
     a.record(AttemptResult(D, ok=False, latency_s=1.0, error_kind="timeout"))
     assert a.state(D) is OPEN
+
+
+def test_first_success_is_a_warm_up_not_a_latency_sample() -> None:
+    h = Harness(latency_warmup_samples=1)
+    h.ok(latency_s=3.0)  # LiteLLM's and the connection's set-up
+    assert h.health.latency_ms(D, "p50") is None and h.health.latency_ms(D, "ewma") is None
+    h.ok(latency_s=0.02)
+    assert h.health.latency_ms(D, "ewma") == pytest.approx(20.0)

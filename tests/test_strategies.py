@@ -6,7 +6,7 @@ import random
 from collections import Counter
 
 from router.context import RequestContext
-from router.health import AttemptResult, HealthTracker
+from router.health import AttemptResult, BreakerConfig, HealthTracker
 from router.policy.schema import Deployment, Price, Route, Slo
 from router.pricing import PriceBook
 from router.strategies import STRATEGIES, build_strategy
@@ -21,6 +21,7 @@ def dep(name: str, price: float, quality: float, prior: float = 1000.0) -> Deplo
 
 A, B, C = dep("a", 5.0, 0.9, 300), dep("b", 0.5, 0.6, 100), dep("c", 1.0, 0.8, 200)
 PRICES = PriceBook(cost_map={})
+NO_WARMUP = BreakerConfig(latency_warmup_samples=0)  # every recorded latency counts here
 
 
 class FakeClock:
@@ -38,7 +39,7 @@ def names(seq: object) -> list[str]:
 def order(strategy: str, health: HealthTracker | None = None, seed: int = 0, **route: object) -> list[str]:
     r = Route(strategy=strategy, targets=("a", "b", "c"), **route)  # type: ignore[arg-type]
     s = build_strategy(r, [A, B, C], PRICES.per_mtok)
-    return names(s.order(CTX, health or HealthTracker(clock=FakeClock()), random.Random(seed)))
+    return names(s.order(CTX, health or HealthTracker(NO_WARMUP, clock=FakeClock()), random.Random(seed)))
 
 
 def test_registry_has_every_strategy() -> None:
@@ -61,7 +62,7 @@ def test_best_quality_orders_by_quality() -> None:
 
 def test_fastest_uses_priors_when_cold_then_measurements() -> None:
     clock = FakeClock()
-    health = HealthTracker(clock=clock)
+    health = HealthTracker(NO_WARMUP, clock=clock)
     assert order("fastest", health) == ["b", "c", "a"]
     for _ in range(20):
         for name, latency in (("a", 0.05), ("b", 0.9), ("c", 0.4)):
@@ -75,7 +76,7 @@ def test_weighted_follows_weights() -> None:
     route = Route(strategy="weighted", targets=("a", "b", "c"), weights={"a": 3, "b": 1, "c": 0})
     s = build_strategy(route, [A, B, C], PRICES.per_mtok)
     rng = random.Random(42)
-    health = HealthTracker(clock=FakeClock())
+    health = HealthTracker(NO_WARMUP, clock=FakeClock())
     firsts = Counter(s.order(CTX, health, rng)[0].name for _ in range(4000))
     assert firsts["c"] == 0
     assert 0.72 < firsts["a"] / 4000 < 0.78
@@ -84,7 +85,7 @@ def test_weighted_follows_weights() -> None:
 
 
 def test_least_busy_prefers_fewest_in_flight() -> None:
-    health = HealthTracker(clock=FakeClock())
+    health = HealthTracker(NO_WARMUP, clock=FakeClock())
     for _ in range(3):
         health.begin("a")
     health.begin("b")
@@ -93,7 +94,7 @@ def test_least_busy_prefers_fewest_in_flight() -> None:
 
 def test_p2c_picks_the_better_of_two_random_choices() -> None:
     clock = FakeClock()
-    health = HealthTracker(clock=clock)
+    health = HealthTracker(NO_WARMUP, clock=clock)
     for name, latency in (("a", 0.5), ("b", 0.01), ("c", 0.2)):
         health.begin(name)
         health.record(AttemptResult(deployment=name, ok=True, latency_s=latency))
@@ -109,7 +110,7 @@ def test_p2c_picks_the_better_of_two_random_choices() -> None:
 def test_slo_prefers_cheapest_that_fits_else_fastest() -> None:
     route = Route(strategy="cheapest", targets=("a", "b", "c"), slo=Slo(latency_ms=250, stat="p95"))
     s = build_strategy(route, [A, B, C], PRICES.per_mtok)
-    health = HealthTracker(clock=FakeClock())
+    health = HealthTracker(NO_WARMUP, clock=FakeClock())
     # priors: a 300ms, b 100ms, c 200ms -> b and c fit; b is cheaper
     assert names(s.order(CTX, health, random.Random(0))) == ["b", "c", "a"]
     tight = Route(strategy="cheapest", targets=("a", "b", "c"), slo=Slo(latency_ms=50))
@@ -121,7 +122,7 @@ def test_fastest_on_a_large_route_reuses_its_order_for_a_short_while() -> None:
     from router.strategies import LARGE_ROUTE, ORDER_TTL_S
 
     clock = FakeClock()
-    health = HealthTracker(clock=clock)
+    health = HealthTracker(NO_WARMUP, clock=clock)
     many = [dep(f"d{i}", 1.0, 0.5, prior=100.0 + i) for i in range(LARGE_ROUTE + 8)]
     route = Route(strategy="fastest", targets=tuple(d.name for d in many))
     s = build_strategy(route, many, PRICES.per_mtok)

@@ -1,8 +1,8 @@
 """The health tracker steering real traffic: circuits open and close, `fastest` follows latency.
 
-Latencies are scaled down tenfold from the issue's figures (5 ms and 50 ms for
-50 ms and 500 ms, 80 ms for 800 ms) so the suite stays quick; the ratios are
-what the strategy sees.
+Latencies are scaled down from the issue's figures (25 ms and 250 ms for 50 ms
+and 500 ms, 400 ms for 800 ms) so the suite stays quick; the ratios are what
+the strategy sees.
 """
 
 from __future__ import annotations
@@ -78,21 +78,21 @@ routes:
 
 DEPLOYMENTS = """\
 deployments:
-  - {name: sim-fast, model: openai/sim-fast, api_base: "{base_url}", api_key_env: SIM_TEST_KEY, latency_prior_ms: 10}
-  - {name: sim-smart, model: openai/sim-smart, api_base: "{base_url}", api_key_env: SIM_TEST_KEY, latency_prior_ms: 50}
+  - {name: sim-fast, model: openai/sim-fast, api_base: "{base_url}", api_key_env: SIM_TEST_KEY, latency_prior_ms: 50}
+  - {name: sim-smart, model: openai/sim-smart, api_base: "{base_url}", api_key_env: SIM_TEST_KEY, latency_prior_ms: 250}
 """
 
 
 async def test_fastest_follows_measured_latency(make_router: RouterFactory, fresh_sim: SimServer) -> None:
-    fresh_sim.update("sim-fast", ttft_ms=(5, 0))
-    fresh_sim.update("sim-smart", ttft_ms=(50, 0))
+    fresh_sim.update("sim-fast", ttft_ms=(25, 0))
+    fresh_sim.update("sim-smart", ttft_ms=(250, 0))
     router = await make_router(FASTEST, deployments=DEPLOYMENTS)
     served = await run(router, 50, concurrency=1)
     assert served.count("sim-fast") / 50 > 0.95
-    fresh_sim.update("sim-fast", ttft_ms=(80, 0))
-    served = await run(router, 30, concurrency=1)
+    fresh_sim.update("sim-fast", ttft_ms=(400, 0))
+    served = await run(router, 20, concurrency=1)
     moved_at = next(i for i, d in enumerate(served) if d == "sim-smart")
-    assert moved_at <= 5, served  # the EWMA (alpha 0.3) crosses 50 ms within a few slow answers
+    assert moved_at <= 5, served  # the EWMA (alpha 0.3) crosses 250 ms within a few slow answers
     assert served[-10:] == ["sim-smart"] * 10
 
 
