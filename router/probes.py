@@ -13,13 +13,12 @@ recovered deployment closes without waiting for user traffic to find out.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from router.errors import ProviderError
 from router.health import AttemptResult, CircuitState, HealthTracker
+from router.periodic import Periodic
 from router.policy.reload import PolicySource
 from router.policy.schema import Deployment, Probe
 
@@ -46,7 +45,7 @@ class Prober:
         self.clock = clock
         self.tick_s = tick_s
         self._last: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._ticker = Periodic(tick_s, self.run_once, name="router-health-probes")
 
     async def run_once(self) -> list[str]:
         """Probe every due deployment once; return the names probed."""
@@ -80,20 +79,8 @@ class Prober:
 
     def start(self) -> None:
         """Run `run_once` every `tick_s` seconds in the background, if any deployment has a probe."""
-        if self._task is None and any(d.probe for d in self.source.current.deployments.values()):
-            self._task = asyncio.get_running_loop().create_task(self._loop())
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick_s)
-            try:
-                await self.run_once()
-            except Exception:  # a probe must never take the loop down
-                log.exception("health probe loop error")
+        if any(d.probe for d in self.source.current.deployments.values()):
+            self._ticker.start()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._ticker.aclose()

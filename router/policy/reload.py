@@ -13,14 +13,13 @@ what is wrong.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from router.errors import ConfigError, ConfigIssue
+from router.periodic import Periodic
 from router.policy.loader import load_model
 from router.policy.schema import DeploymentsFile, PolicyFile
 from router.policy.snapshot import Snapshot, compile_snapshot
@@ -124,7 +123,7 @@ class PolicySource:
         self._default_route = default_route
         self.on_reload = on_reload
         self._seen = _mtimes(files.all()) if files else ()
-        self._task: asyncio.Task[None] | None = None
+        self._watcher: Periodic | None = None
 
     @classmethod
     def from_files(cls, files: ConfigFiles, *, default_route: str | None = None,
@@ -161,19 +160,16 @@ class PolicySource:
 
     def start_watching(self, interval_s: float) -> None:
         """Poll the files' modification times every `interval_s` seconds."""
-        if self.files is None or interval_s <= 0 or self._task is not None:
+        if self.files is None or interval_s <= 0 or self._watcher is not None:
             return
-        self._task = asyncio.get_running_loop().create_task(self._watch(interval_s))
+        self._watcher = Periodic(interval_s, self._check, name="router-policy-reload")
+        self._watcher.start()
 
-    async def _watch(self, interval_s: float) -> None:
-        while True:
-            await asyncio.sleep(interval_s)
-            if self.changed_on_disk():
-                self.reload()
+    async def _check(self) -> None:
+        if self.changed_on_disk():
+            self.reload()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._watcher is not None:
+            await self._watcher.aclose()
+            self._watcher = None

@@ -93,7 +93,9 @@ async def test_fastest_follows_measured_latency(make_router: RouterFactory, fres
     served = await run(router, 20, concurrency=1)
     moved_at = next(i for i, d in enumerate(served) if d == "sim-smart")
     assert moved_at <= 5, served  # the EWMA (alpha 0.3) crosses 250 ms within a few slow answers
-    assert served[-10:] == ["sim-smart"] * 10
+    after = served[moved_at:]
+    # it stays moved; a one-off slow answer from sim-smart on a loaded machine may send one request back
+    assert after.count("sim-smart") >= 0.9 * len(after), served
 
 
 async def test_two_routers_share_an_open_circuit_through_redis(
