@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 from router import errors
 from router.health import parse_retry_after
 from router.policy.schema import Deployment
+from router.redact import scrub
 
 _litellm: ModuleType | None = None
 
@@ -193,17 +193,13 @@ async def embed(d: Deployment, inputs: Sequence[str], *, timeout_s: float) -> Em
         raise map_error(exc, d) from None
 
 
-_SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+|api[_-]?key[=:]\s*\S+)", re.IGNORECASE)
-
-
-def scrub(message: str, d: Deployment) -> str:
-    """Remove anything that looks like a credential from a provider's message."""
+def _provider_message(message: str, d: Deployment) -> str:
+    """A provider's error text without the deployment's key or anything shaped like a credential."""
     if d.api_key_env:
         key = os.environ.get(d.api_key_env)
         if key and len(key) >= 4:
-            message = message.replace(key, "***")
-    message = _SECRETISH.sub("***", message)
-    return message[:500]
+            message = message.replace(key, "[REDACTED]")
+    return scrub(message)[:500]
 
 
 def _retry_after(exc: Exception) -> float | None:
@@ -227,7 +223,7 @@ def map_error(exc: BaseException, d: Deployment, *, streaming: bool = False) -> 
     lx = litellm_module().exceptions
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) else None
-    msg = scrub(str(getattr(exc, "message", "") or exc) or type(exc).__name__, d)
+    msg = _provider_message(str(getattr(exc, "message", "") or exc) or type(exc).__name__, d)
     name = d.name
 
     def make(cls: type[errors.ProviderError], **kw: Any) -> errors.ProviderError:

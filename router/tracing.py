@@ -48,6 +48,7 @@ from opentelemetry.util.types import AttributeValue
 
 from router.context import Operation
 from router.policy.schema import Deployment
+from router.redact import scrub
 from router.tracing_attributes import (
     SCHEMA_URL,
     input_messages_json,
@@ -55,7 +56,6 @@ from router.tracing_attributes import (
     provider_name,
     request_attributes,
     request_model,
-    scrub,
     server_attributes,
 )
 from router.tracing_metrics import RouterMetrics

@@ -16,7 +16,6 @@ package opentelemetry-semantic-conventions 0.66b2, schema 1.44.0).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
@@ -147,26 +146,3 @@ def output_messages_json(text: str, finish_reasons: Sequence[str], max_chars: in
 
 
 # Defence in depth: our errors are key-free, but a provider may echo a key back.
-_REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"(?<=://)[^/\s@]+@"), "[REDACTED]@"),
-    (re.compile(r"(?i)\bbearer\s+[^\s\"',;]+"), "Bearer [REDACTED]"),
-    (
-        re.compile(
-            r"(?i)\b(api[_-]?key|x-api-key|key|access_token|token|sig|signature|password|secret)"
-            r"([\"']?\s*[:=]\s*[\"']?)(?!\[REDACTED\])[^\s\"'&,;]+"
-        ),
-        r"\1\2[REDACTED]",
-    ),
-    (re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_-]{8,}|\bAIza[0-9A-Za-z_-]{20,}"), "[REDACTED]"),
-)
-
-
-def scrub(text: str) -> str:
-    """Blank out credentials a message might carry.
-
-    >>> scrub("401 at https://bob:pw@api.example.com/v1?api_key=abc with key sk-abcdef123456")
-    '401 at https://[REDACTED]@api.example.com/v1?api_key=[REDACTED] with key [REDACTED]'
-    """
-    for pattern, replacement in _REDACTIONS:
-        text = pattern.sub(replacement, text)
-    return text

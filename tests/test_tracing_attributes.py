@@ -7,6 +7,7 @@ import json
 import pytest
 
 from router.policy.schema import Deployment
+from router.redact import scrub
 from router.tracing_attributes import (
     DURATION_BUCKETS,
     TOKEN_BUCKETS,
@@ -15,7 +16,6 @@ from router.tracing_attributes import (
     provider_name,
     request_attributes,
     request_model,
-    scrub,
     server_attributes,
 )
 
