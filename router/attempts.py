@@ -165,7 +165,7 @@ class AttemptLoop:
             except ProviderError as exc:
                 error = exc
                 latency = self.clock() - t0
-                self._record(d, trace, AttemptResult(
+                self.record(d, trace, AttemptResult(
                     deployment=d.name, ok=False, latency_s=latency, error_kind=exc.kind,
                     status_code=exc.status_code, retry_after_s=exc.retry_after))
                 attempts.append(Attempt(deployment=d.name, outcome="error", error=exc.message,
@@ -190,18 +190,19 @@ class AttemptLoop:
                 await self.sleep(delay)
                 continue
             except BaseException:
-                self._record(d, trace, AttemptResult(deployment=d.name, ok=False,
+                self.record(d, trace, AttemptResult(deployment=d.name, ok=False,
                                                      latency_s=self.clock() - t0, error_kind="cancelled"))
                 raise
             latency = self.clock() - t0
             if record_success:
-                self._record(d, trace, AttemptResult(deployment=d.name, ok=True, latency_s=latency))
+                self.record(d, trace, AttemptResult(deployment=d.name, ok=True, latency_s=latency))
             attempts.append(Attempt(deployment=d.name, outcome="ok", latency_ms=latency * 1000, panic=panic))
             return Success(value, d, (), t0)
         assert error is not None
         return error
 
-    def _record(self, d: Deployment, trace: RequestTrace, result: AttemptResult) -> None:
+    def record(self, d: Deployment, trace: RequestTrace, result: AttemptResult) -> None:
+        """Tell the tracker how an attempt ended; a circuit change becomes an event on the request span."""
         before = self.health.state(d.name)
         self.health.record(result)
         after = self.health.state(d.name)

@@ -34,7 +34,7 @@ from router.policy.loader import load_yaml, nearest_line
 from router.policy.reload import ConfigFiles, PolicySource, load_snapshot
 from router.policy.schema import PolicyFile, Retry, Route
 from router.policy.snapshot import Snapshot, compile_snapshot
-from router.settings import LegacySettings, RouterSettings
+from router.settings import RouterSettings
 from router.tokens import count_tokens
 
 __all__ = ["build_parser", "main"]
@@ -156,12 +156,9 @@ def _files(settings: RouterSettings, demo: bool) -> ConfigFiles:
 
 
 def _snapshot(settings: RouterSettings, demo: bool) -> Snapshot:
-    files = _files(settings, demo)
-    if files.deployments.exists() or any(files.current_policies()):
-        return load_snapshot(files, default_route=settings.default_route)
-    from router.factory import legacy_snapshot
+    from router.factory import initial_source
 
-    return legacy_snapshot(LegacySettings())
+    return initial_source(_files(settings, demo), settings).current
 
 
 def _tracker(settings: RouterSettings) -> HealthTracker:

@@ -179,7 +179,7 @@ class Router:
             out_tok = out_tok or len("".join(text)) // 4
             cost = decision.snapshot.prices.cost(d, in_tok, out_tok)
             kind = failure.kind if isinstance(failure, ProviderError) else None
-            self.tracker.record(AttemptResult(
+            self.loop.record(d, trace, AttemptResult(
                 deployment=d.name, ok=failure is None or kind is None, latency_s=latency,
                 error_kind=kind, ttft_s=s.ttft_s, output_tokens=out_tok))
             await self._settle(req.reservation, in_tok + out_tok, cost, d)

@@ -82,6 +82,13 @@ def legacy_snapshot(env: LegacySettings) -> Snapshot:
     return compile_snapshot(deployments, "environment", [("environment", policy)])
 
 
+def initial_source(files: ConfigFiles, settings: RouterSettings) -> PolicySource:
+    """The YAML files when there are any, else the zero-YAML mode from the original variables."""
+    if files.deployments.exists() or any(files.current_policies()):
+        return PolicySource.from_files(files, default_route=settings.default_route)
+    return PolicySource(legacy_snapshot(LegacySettings()))
+
+
 async def create_default_router(
     settings: RouterSettings | None = None,
     *,
@@ -118,11 +125,8 @@ async def create_default_router(
         telemetry.policy_reloaded(ok=result.ok, version=result.version,
                                   error=str(result.error) if result.error else None)
 
-    if files.deployments.exists() or (files.policy_dir is not None and any(files.current_policies())):
-        source = PolicySource.from_files(files, default_route=settings.default_route)
-        source.on_reload = on_reload
-    else:
-        source = PolicySource(legacy_snapshot(LegacySettings()))
+    source = initial_source(files, settings)
+    source.on_reload = on_reload
 
     def on_state_change(deployment: str, old: CircuitState, new: CircuitState, reason: str) -> None:
         log.warning("circuit of %s: %s -> %s (%s)", deployment, old, new, reason)
