@@ -38,7 +38,7 @@ from router.errors import (
 )
 from router.health import AttemptResult, HealthTracker
 from router.models import Attempt
-from router.policy.schema import Deployment, Retry
+from router.schema import Deployment, Retry
 from router.tracing import RequestTrace
 
 T = TypeVar("T")

@@ -27,7 +27,7 @@ from typing import Any
 
 from router import errors
 from router.health import parse_retry_after
-from router.policy.schema import Deployment
+from router.schema import Deployment
 from router.redact import scrub
 
 _litellm: ModuleType | None = None

@@ -35,7 +35,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from router.policy.schema import Spec
+from router.schema import Spec
 
 Transition = tuple["CircuitState", "CircuitState", str]
 """(old state, new state, reason); reasons are the stable tokens listed in `REASONS`."""

@@ -22,7 +22,7 @@ from router.errors import ProviderError, RouterError, StreamInterrupted
 from router.health import AttemptResult, DeploymentHealth, HealthTracker
 from router.models import EmbeddingResponse, LLMMessage, LLMResponse, StreamChunk, Usage
 from router.policy.reload import PolicySource, ReloadResult
-from router.policy.schema import Deployment
+from router.schema import Deployment
 from router.quota import QuotaManager, Reservation, TenantUsage
 from router.routing import Decision, decide
 from router.settings import RouterSettings

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from router.policy.schema import Deployment
+from router.schema import Deployment
 
 _COST_MAP_FILE = "model_prices_and_context_window_backup.json"
 

@@ -20,7 +20,7 @@ from router.errors import ProviderError
 from router.health import AttemptResult, CircuitState, HealthTracker
 from router.periodic import Periodic
 from router.policy.reload import PolicySource
-from router.policy.schema import Deployment, Probe
+from router.schema import Deployment, Probe
 
 log = logging.getLogger("router.health")
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar, Protocol
 
 from router.context import RequestContext
-from router.policy.schema import Deployment, Route
+from router.schema import Deployment, Route
 
 
 class HealthView(Protocol):

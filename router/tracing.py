@@ -47,7 +47,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvid
 from opentelemetry.util.types import AttributeValue
 
 from router.context import Operation
-from router.policy.schema import Deployment
+from router.schema import Deployment
 from router.redact import scrub
 from router.tracing_attributes import (
     SCHEMA_URL,

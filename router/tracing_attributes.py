@@ -6,7 +6,7 @@ lifecycles. Everything here is a pure function; nothing reads the environment.
 Conventions followed: GenAI semconv as of semantic-conventions 1.44 (python
 package opentelemetry-semantic-conventions 0.66b2, schema 1.44.0).
 
->>> from router.policy.schema import Deployment
+>>> from router.schema import Deployment
 >>> provider_name(Deployment(name="az", model="azure/gpt-4o"))
 'azure.ai.openai'
 >>> server_attributes("https://user:secret@example.com/v1?key=abc")
@@ -31,7 +31,7 @@ from opentelemetry.semconv.attributes.server_attributes import SERVER_ADDRESS, S
 from opentelemetry.semconv.schemas import Schemas
 from opentelemetry.util.types import AttributeValue
 
-from router.policy.schema import Deployment
+from router.schema import Deployment
 
 SCHEMA_URL = Schemas.V1_44_0.value
 

@@ -20,7 +20,7 @@ from router.errors import (
     RateLimited,
 )
 from router.health import BreakerConfig, HealthTracker
-from router.policy.schema import Deployment, Retry
+from router.schema import Deployment, Retry
 from router.tracing import Telemetry
 
 CTX = RequestContext(operation="chat", tenant="t", prompt_tokens=100, max_tokens=100)

@@ -12,7 +12,7 @@ import pytest
 
 from router.errors import ProviderUnavailable
 from router.otel_setup import providers_from_env, shutdown_providers
-from router.policy.schema import Deployment
+from router.schema import Deployment
 from router.tracing import Telemetry
 from tests.otlp_receiver import OtlpReceiver
 

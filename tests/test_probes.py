@@ -5,7 +5,7 @@ from __future__ import annotations
 from router.errors import ProviderUnavailable
 from router.health import AttemptResult, BreakerConfig, CircuitState, HealthTracker
 from router.policy.reload import PolicySource
-from router.policy.schema import Deployment, PolicyFile, Probe, Route
+from router.schema import Deployment, PolicyFile, Probe, Route
 from router.policy.snapshot import compile_snapshot
 from router.probes import Prober
 

@@ -7,7 +7,7 @@ from collections import Counter
 
 from router.context import RequestContext
 from router.health import AttemptResult, BreakerConfig, HealthTracker
-from router.policy.schema import Deployment, Price, Route, Slo
+from router.schema import Deployment, Price, Route, Slo
 from router.pricing import PriceBook
 from router.strategies import STRATEGIES, build_strategy
 

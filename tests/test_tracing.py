@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from router.breaker import CircuitState
 from router.errors import ProviderTimeout, ProviderUnavailable, QuotaExceeded
-from router.policy.schema import Deployment
+from router.schema import Deployment
 from router.tracing import CAPTURE_CONTENT_ENV, Telemetry
 
 DURATION_BUCKETS = [

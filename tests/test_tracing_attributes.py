@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from router.policy.schema import Deployment
+from router.schema import Deployment
 from router.redact import scrub
 from router.tracing_attributes import (
     DURATION_BUCKETS,

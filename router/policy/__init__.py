@@ -1,1 +1,1 @@
-"""YAML routing policies: schema, loading, compiled snapshots and live reload."""
+"""YAML routing policies: loading, compiled snapshots and live reload (the vocabulary is `router.schema`)."""

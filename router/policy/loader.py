@@ -4,7 +4,7 @@ YAML is read with PyYAML's safe loader only (no tags that build objects), with
 duplicate keys rejected, and the line of every node remembered so that a
 validation error can say where in the file it is.
 
->>> from router.policy.schema import DeploymentsFile
+>>> from router.schema import DeploymentsFile
 >>> load_model("config/deployments.yaml", DeploymentsFile)  # doctest: +SKIP
 """
 

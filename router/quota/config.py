@@ -43,7 +43,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from router.errors import ConfigIssue
-from router.policy.schema import NonNegFloat, Spec
+from router.schema import NonNegFloat, Spec
 
 NonNegInt = Annotated[int, Field(ge=0)]
 FailureMode = Literal["open", "closed"]
