@@ -27,8 +27,8 @@ from typing import Any
 
 from router import errors
 from router.health import parse_retry_after
-from router.schema import Deployment
 from router.redact import scrub
+from router.schema import Deployment
 
 _litellm: ModuleType | None = None
 

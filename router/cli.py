@@ -32,8 +32,8 @@ from router.explain import explain
 from router.health import HealthTracker
 from router.policy.loader import load_yaml, nearest_line
 from router.policy.reload import ConfigFiles, PolicySource, load_snapshot
-from router.schema import PolicyFile, Retry, Route
 from router.policy.snapshot import Snapshot, compile_snapshot
+from router.schema import PolicyFile, Retry, Route
 from router.settings import RouterSettings
 from router.tokens import count_tokens
 

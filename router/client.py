@@ -22,9 +22,9 @@ from router.errors import ProviderError, RouterError, StreamInterrupted
 from router.health import AttemptResult, DeploymentHealth, HealthTracker
 from router.models import EmbeddingResponse, LLMMessage, LLMResponse, StreamChunk, Usage
 from router.policy.reload import PolicySource, ReloadResult
-from router.schema import Deployment
 from router.quota import QuotaManager, Reservation, TenantUsage
 from router.routing import Decision, decide
+from router.schema import Deployment
 from router.settings import RouterSettings
 from router.tokens import count_tokens
 from router.tracing import AttemptTrace, RequestTrace, Telemetry

@@ -26,10 +26,10 @@ from router.errors import ConfigError, ConfigIssue
 from router.health import CircuitState, HealthTracker
 from router.health_store import SharedHealth
 from router.policy.reload import ConfigFiles, PolicySource, ReloadResult
-from router.schema import Deployment, PolicyFile, Probe, Route
 from router.policy.snapshot import Snapshot, compile_snapshot
 from router.probes import Prober
 from router.quota import QuotaManager, store_from_url
+from router.schema import Deployment, PolicyFile, Probe, Route
 from router.settings import LegacySettings, RouterSettings
 from router.tracing import Telemetry
 

@@ -47,8 +47,8 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvid
 from opentelemetry.util.types import AttributeValue
 
 from router.context import Operation
-from router.schema import Deployment
 from router.redact import scrub
+from router.schema import Deployment
 from router.tracing_attributes import (
     SCHEMA_URL,
     input_messages_json,

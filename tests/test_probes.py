@@ -5,9 +5,9 @@ from __future__ import annotations
 from router.errors import ProviderUnavailable
 from router.health import AttemptResult, BreakerConfig, CircuitState, HealthTracker
 from router.policy.reload import PolicySource
-from router.schema import Deployment, PolicyFile, Probe, Route
 from router.policy.snapshot import compile_snapshot
 from router.probes import Prober
+from router.schema import Deployment, PolicyFile, Probe, Route
 
 
 class FakeClock:

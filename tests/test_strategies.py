@@ -7,8 +7,8 @@ from collections import Counter
 
 from router.context import RequestContext
 from router.health import AttemptResult, BreakerConfig, HealthTracker
-from router.schema import Deployment, Price, Route, Slo
 from router.pricing import PriceBook
+from router.schema import Deployment, Price, Route, Slo
 from router.strategies import STRATEGIES, build_strategy
 
 CTX = RequestContext(operation="chat", tenant="t")

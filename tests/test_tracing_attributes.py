@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from router.schema import Deployment
 from router.redact import scrub
+from router.schema import Deployment
 from router.tracing_attributes import (
     DURATION_BUCKETS,
     TOKEN_BUCKETS,

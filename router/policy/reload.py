@@ -21,10 +21,10 @@ from pathlib import Path
 from router.errors import ConfigError, ConfigIssue
 from router.periodic import Periodic
 from router.policy.loader import load_model
-from router.schema import DeploymentsFile, PolicyFile
 from router.policy.snapshot import Snapshot, compile_snapshot
 from router.pricing import PriceBook
 from router.quota.config import TenantsFile
+from router.schema import DeploymentsFile, PolicyFile
 
 log = logging.getLogger("router.policy")
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from router.context import RequestContext
 from router.errors import ConfigError, ConfigIssue
-from router.schema import Deployment, PolicyFile, Route, Rule
 from router.pricing import PriceBook
 from router.quota.config import TenantsFile, reference_issues
+from router.schema import Deployment, PolicyFile, Route, Rule
 from router.strategies import Strategy, build_strategy
 
 

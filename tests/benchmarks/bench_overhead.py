@@ -371,8 +371,8 @@ def decision_times(sizes: tuple[int, ...]) -> dict[tuple[str, int], float]:
     from router.context import RequestContext
     from router.health import AttemptResult
     from router.policy.reload import PolicySource
-    from router.schema import Deployment, PolicyFile, Price, Route
     from router.policy.snapshot import compile_snapshot
+    from router.schema import Deployment, PolicyFile, Price, Route
 
     rng = random.Random(3)
     out = {}
