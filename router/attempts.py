@@ -1,17 +1,20 @@
 """The attempt loop: retry a deployment, then fall back to the next, within a deadline.
 
-What each failure means here:
+What each failure means here is the `router.errors.ERROR_KINDS` table:
 
 | error | what the loop does |
 |---|---|
 | rate limited, timeout, 5xx, connection, malformed, stream cut | retry (if `retry.on` names it), then fall back |
+| content filtered | fall back (another provider's policy may answer); retried only if `retry.on` names it |
 | context window exceeded | fall back to a deployment with a larger window |
 | authentication, not found | skip that deployment (its circuit cools down for long) |
 | invalid request (the caller's) | fail fast, no fallback |
 
-Open circuits are skipped. If every deployment was skipped, the loop calls
-the one that will recover first anyway ("panic mode", marked in the attempt
-record) rather than failing without a call.
+Open circuits are skipped, and so is a deployment the `admit` hook refuses
+(it says why: e.g. the tenant's budget cannot cover its price). If no call
+succeeded and some deployments were skipped for health, the loop tries them
+anyway, the soonest to recover first ("panic mode", marked in the attempt
+record), rather than failing while a deployment might answer.
 
 >>> loop = AttemptLoop(health=tracker, clock=time.monotonic, rng=random.Random(1))  # doctest: +SKIP
 >>> result, deployment, attempts = await loop.run(plan, ctx, call, trace)  # doctest: +SKIP
@@ -28,13 +31,10 @@ from typing import Generic, TypeVar
 from router.context import RequestContext
 from router.errors import (
     AllAttemptsFailed,
-    AuthenticationFailed,
     ContextWindowExceeded,
     DeadlineExceeded,
-    DeploymentNotFound,
-    InvalidRequest,
     ProviderError,
-    RetryableError,
+    error_kind,
 )
 from router.health import AttemptResult, HealthTracker
 from router.models import Attempt
@@ -45,6 +45,8 @@ T = TypeVar("T")
 
 #: `call(deployment, timeout_s)` makes one attempt and returns what it got.
 AttemptCall = Callable[[Deployment, float], Awaitable[T]]
+#: `admit(deployment, seconds_left)` is None to try it, else why to skip it.
+AdmitHook = Callable[[Deployment, float], Awaitable[str | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,7 @@ class AttemptLoop:
         trace: RequestTrace,
         *,
         record_success: bool = True,
+        admit: AdmitHook | None = None,
     ) -> Success[T]:
         started = self.clock()
         run = _Run(deadline=started + plan.deadline_s)
@@ -116,6 +119,11 @@ class AttemptLoop:
         for d in plan.order:
             if d.context_window < min_window:
                 continue
+            if admit is not None:
+                why = await admit(d, run.deadline - self.clock())
+                if why is not None:
+                    attempts.append(Attempt(deployment=d.name, outcome="skipped", error=why, error_type="skipped"))
+                    continue
             if not self.health.admit(d.name):
                 skipped.append(d)
                 attempts.append(Attempt(deployment=d.name, outcome="skipped", error="circuit open",
@@ -130,8 +138,12 @@ class AttemptLoop:
                 return Success(outcome.value, d, tuple(attempts), started)
             if isinstance(outcome, ContextWindowExceeded):
                 min_window = max(min_window, d.context_window + 1)
-        if skipped and not any(a.outcome == "error" for a in attempts):
-            d = min(skipped, key=lambda s: self.health.recovers_at(s.name))
+        # Panic mode: every healthy choice is spent; the skipped ones may still answer.
+        for d in sorted(skipped, key=lambda s: self.health.recovers_at(s.name)):
+            if self.clock() >= run.deadline or d.context_window < min_window:
+                break
+            if admit is not None and await admit(d, run.deadline - self.clock()) is not None:
+                continue
             outcome = await self._try_deployment(plan, d, call, trace, run, record_success, panic=True)
             if isinstance(outcome, Success):
                 return Success(outcome.value, d, tuple(attempts), started)
@@ -171,13 +183,10 @@ class AttemptLoop:
                 attempts.append(Attempt(deployment=d.name, outcome="error", error=exc.message,
                                         error_type=exc.kind, status_code=exc.status_code,
                                         latency_ms=latency * 1000, panic=panic))
-                if isinstance(exc, InvalidRequest):
+                kind = error_kind(exc.kind)
+                if not kind.falls_back:
                     raise
-                if isinstance(exc, ContextWindowExceeded | AuthenticationFailed | DeploymentNotFound):
-                    return exc
-                if not (isinstance(exc, RetryableError) and exc.kind in plan.retry.on):
-                    return exc
-                if n == plan.retry.attempts:
+                if not (kind.retryable and exc.kind in plan.retry.on) or n == plan.retry.attempts:
                     return exc
                 delay = self.backoff_s(plan.retry, n, exc.retry_after)
                 if self.clock() + delay >= deadline:

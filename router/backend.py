@@ -1,32 +1,34 @@
-"""The one module that imports LiteLLM: calls it and maps its exceptions to ours.
+"""The one module that imports LiteLLM: the `Backend` protocol, its LiteLLM implementation,
+and the one table that maps LiteLLM's exceptions to ours.
 
 LiteLLM is imported lazily (it costs ~2.7 s and ~195 MiB), on the first call,
-so validating or explaining a policy never pays for it. Its switches are
-module globals; the few we set, once, are:
-
-| switch | value | why |
-|---|---|---|
-| `litellm.suppress_debug_info` | True | no "Give Feedback" banner on every error |
-| `litellm.telemetry` | False | nothing leaves the process but the call itself |
-| `litellm.drop_params` | True | a parameter a provider lacks is dropped, not an error |
-| `litellm.turn_off_message_logging` | True | LiteLLM's own logging never sees prompt text |
+so validating or explaining a policy never pays for it. Switches such as
+`drop_params` go with each call; the one LiteLLM global we set is
+`suppress_debug_info` (no "Give Feedback" banner printed on every error), which
+changes nothing but that print for other LiteLLM users in the process.
 
 Every call passes `num_retries=0` and `max_retries=0` (our attempt loop
 retries, not LiteLLM or the provider SDK) and an explicit timeout.
+
+>>> result = await LiteLLMBackend().chat(deployment, messages, {}, timeout_s=5)  # doctest: +SKIP
+>>> result.choices[0].message.content  # doctest: +SKIP
+'4'
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 from router import errors
 from router.health import parse_retry_after
+from router.models import AssistantMessage, Choice, FunctionCall, ToolCall, ToolCallDelta, Usage
 from router.redact import scrub
 from router.schema import Deployment
 
@@ -34,16 +36,13 @@ _litellm: ModuleType | None = None
 
 
 def litellm_module() -> ModuleType:
-    """Import LiteLLM once and set the switches listed in the module docstring."""
+    """Import LiteLLM once (see the module docstring for the one switch set)."""
     global _litellm
     if _litellm is None:
         os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
         import litellm
 
         litellm.suppress_debug_info = True
-        litellm.telemetry = False
-        litellm.drop_params = True
-        litellm.turn_off_message_logging = True
         _litellm = litellm
     return _litellm
 
@@ -69,32 +68,119 @@ async def warm_up() -> None:
 
 @dataclass(frozen=True, slots=True)
 class ChatResult:
-    text: str
+    """One chat completion: its choices, and `usage` (None when the provider sent none)."""
+
+    id: str
+    choices: tuple[Choice, ...]
     model: str
-    finish_reason: str | None
-    input_tokens: int
-    output_tokens: int
+    usage: Usage | None
+
+    @property
+    def message(self) -> AssistantMessage:
+        return self.choices[0].message
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.choices[0].finish_reason
 
 
 @dataclass(frozen=True, slots=True)
 class StreamPiece:
-    delta: str
+    """One streamed chunk: text and tool-call fragments; the last carries usage."""
+
+    delta: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
     finish_reason: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
+    usage: Usage | None = None
     model: str | None = None
+    id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class EmbedResult:
     vectors: list[list[float]]
     model: str
-    input_tokens: int
+    usage: Usage | None
 
 
-def _credentials(d: Deployment) -> dict[str, Any]:
+class Backend(Protocol):
+    """What the router needs of a provider client: three calls, our errors only.
+
+    Each raises a `router.errors.ProviderError` subclass (never a foreign
+    exception) and takes `timeout_s`, the attempt's timeout in seconds.
+    """
+
+    async def chat(
+        self, d: Deployment, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any], *, timeout_s: float
+    ) -> ChatResult: ...
+
+    def stream(
+        self, d: Deployment, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any], *, timeout_s: float
+    ) -> AsyncIterator[StreamPiece]: ...
+
+    async def embed(self, d: Deployment, inputs: Sequence[str], *, timeout_s: float) -> EmbedResult: ...
+
+
+class LiteLLMBackend:
+    """The default `Backend`: `litellm.acompletion` / `aembedding`, one call per attempt."""
+
+    async def chat(
+        self, d: Deployment, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any], *, timeout_s: float
+    ) -> ChatResult:
+        args = _call_args(d, timeout_s)
+        litellm = litellm_module()
+        try:
+            # asyncio.timeout, not wait_for: wait_for wraps the call in a new Task (~10 µs a call)
+            async with asyncio.timeout(timeout_s + 1.0):
+                resp = await litellm.acompletion(messages=list(messages), **params, **args)
+            result = _chat_result(resp, d)
+        except Exception as exc:
+            error = map_error(exc, d)
+        else:
+            return result
+        # Raised outside the handler so the provider's exception (and any text in it)
+        # is not kept as __context__.
+        raise error
+
+    async def stream(
+        self, d: Deployment, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any], *, timeout_s: float
+    ) -> AsyncIterator[StreamPiece]:
+        args = _call_args(d, timeout_s)
+        litellm = litellm_module()
+        error: errors.ProviderError | None = None
+        try:
+            async with asyncio.timeout(timeout_s + 1.0):
+                stream = await litellm.acompletion(
+                    messages=list(messages), stream=True, stream_options={"include_usage": True}, **params, **args)
+            async for chunk in stream:
+                piece = _stream_piece(chunk)
+                if piece is not None:
+                    yield piece
+        except Exception as exc:
+            error = map_error(exc, d, streaming=True)
+        if error is not None:
+            raise error
+
+    async def embed(self, d: Deployment, inputs: Sequence[str], *, timeout_s: float) -> EmbedResult:
+        args = _call_args(d, timeout_s)
+        litellm = litellm_module()
+        try:
+            async with asyncio.timeout(timeout_s + 1.0):
+                resp = await litellm.aembedding(input=list(inputs), **args)
+            data = sorted(resp.data, key=lambda e: e["index"] if isinstance(e, dict) else e.index)
+            vectors = [list(e["embedding"] if isinstance(e, dict) else e.embedding) for e in data]
+            result = EmbedResult(vectors, resp.model or d.model, _usage(getattr(resp, "usage", None)))
+        except Exception as exc:
+            error = map_error(exc, d)
+        else:
+            return result
+        raise error
+
+
+def _call_args(d: Deployment, timeout_s: float) -> dict[str, Any]:
     """Connection arguments from config and the environment only, never from callers."""
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"model": d.model, "timeout": timeout_s, "num_retries": 0, "max_retries": 0,
+                              "drop_params": True}
     api_base = d.api_base or (os.environ.get(d.api_base_env) if d.api_base_env else None)
     if api_base:
         kwargs["api_base"] = api_base
@@ -102,8 +188,10 @@ def _credentials(d: Deployment) -> dict[str, Any]:
         kwargs["api_version"] = d.api_version
     if d.api_key_env:
         key = os.environ.get(d.api_key_env)
-        if key:
-            kwargs["api_key"] = key
+        if not key:
+            raise errors.AuthenticationFailed(
+                f"no API key: set the environment variable {d.api_key_env}", deployment=d.name)
+        kwargs["api_key"] = key
     if d.price is not None:
         # Declared prices spare LiteLLM its slow path for models missing from its cost map.
         kwargs["input_cost_per_token"] = d.price.input_per_mtok / 1e6
@@ -111,86 +199,138 @@ def _credentials(d: Deployment) -> dict[str, Any]:
     return kwargs
 
 
-def _call_args(d: Deployment, timeout_s: float) -> dict[str, Any]:
-    return {"model": d.model, "timeout": timeout_s, "num_retries": 0, "max_retries": 0, **_credentials(d)}
+def _chat_result(resp: Any, d: Deployment) -> ChatResult:
+    raw_choices = getattr(resp, "choices", None)
+    if not raw_choices:
+        raise errors.MalformedResponse("the answer has no choices", deployment=d.name)
+    choices = []
+    for i, c in enumerate(raw_choices):
+        msg = getattr(c, "message", None)
+        if msg is None:
+            raise errors.MalformedResponse("a choice has no message", deployment=d.name)
+        choices.append(Choice(index=getattr(c, "index", i) or i, message=_message(msg),
+                              finish_reason=getattr(c, "finish_reason", None)))
+    return ChatResult(id=str(getattr(resp, "id", "") or ""), choices=tuple(choices),
+                      model=getattr(resp, "model", None) or d.model, usage=_usage(getattr(resp, "usage", None)))
 
 
-async def chat(
-    d: Deployment,
-    messages: Sequence[dict[str, str]],
-    *,
-    timeout_s: float,
-    params: dict[str, Any],
-) -> ChatResult:
-    """One non-streaming chat completion; raises a `router.errors.ProviderError`."""
-    litellm = litellm_module()
-    try:
-        # asyncio.timeout, not wait_for: wait_for wraps the call in a new Task (~10 µs a call)
-        async with asyncio.timeout(timeout_s + 1.0):
-            resp = await litellm.acompletion(messages=list(messages), **params, **_call_args(d, timeout_s))
-        choice = resp.choices[0]
-        usage = getattr(resp, "usage", None)
-        return ChatResult(
-            text=choice.message.content or "",
-            model=resp.model or d.model,
-            finish_reason=choice.finish_reason,
-            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-        )
-    except Exception as exc:
-        raise map_error(exc, d) from None
+def _message(msg: Any) -> AssistantMessage:
+    calls = getattr(msg, "tool_calls", None)
+    tool_calls = tuple(
+        ToolCall(id=str(getattr(c, "id", "") or ""),
+                 function=FunctionCall(name=str(c.function.name or ""), arguments=str(c.function.arguments or "")))
+        for c in calls
+    ) if calls else None
+    content = getattr(msg, "content", None)
+    refusal = getattr(msg, "refusal", None)
+    return AssistantMessage(content=content if isinstance(content, str) else None, tool_calls=tool_calls,
+                            refusal=refusal if isinstance(refusal, str) else None)
 
 
-async def stream_chat(
-    d: Deployment,
-    messages: Sequence[dict[str, str]],
-    *,
-    timeout_s: float,
-    params: dict[str, Any],
-) -> AsyncGenerator[StreamPiece, None]:
-    """Stream a chat completion as text deltas; the last piece carries usage."""
-    litellm = litellm_module()
-    try:
-        async with asyncio.timeout(timeout_s + 1.0):
-            stream = await litellm.acompletion(
-                messages=list(messages),
-                stream=True,
-                stream_options={"include_usage": True},
-                **params,
-                **_call_args(d, timeout_s),
+def _usage(raw: Any) -> Usage | None:
+    """Our usage from LiteLLM's (OpenAI-shaped, with Anthropic's cache fields); None when absent or empty."""
+    if raw is None:
+        return None
+    prompt = int(getattr(raw, "prompt_tokens", 0) or 0)
+    completion = int(getattr(raw, "completion_tokens", 0) or 0)
+    if prompt == 0 and completion == 0:
+        return None
+    prompt_details = getattr(raw, "prompt_tokens_details", None)
+    completion_details = getattr(raw, "completion_tokens_details", None)
+    cached = int(getattr(prompt_details, "cached_tokens", 0) or 0)
+    written = int(getattr(raw, "cache_creation_input_tokens", 0) or 0)
+    reasoning = int(getattr(completion_details, "reasoning_tokens", 0) or 0)
+    return Usage(input_tokens=prompt, output_tokens=completion, cached_input_tokens=cached,
+                 cache_write_tokens=written, reasoning_tokens=reasoning)
+
+
+def _stream_piece(chunk: Any) -> StreamPiece | None:
+    choices = getattr(chunk, "choices", None) or []
+    delta, finish, calls = "", None, ()
+    if choices:
+        d = getattr(choices[0], "delta", None)
+        delta = getattr(d, "content", None) or ""
+        finish = choices[0].finish_reason
+        raw_calls = getattr(d, "tool_calls", None)
+        if raw_calls:
+            calls = tuple(
+                ToolCallDelta(index=int(getattr(c, "index", 0) or 0), id=getattr(c, "id", None),
+                              name=getattr(getattr(c, "function", None), "name", None),
+                              arguments=getattr(getattr(c, "function", None), "arguments", None) or "")
+                for c in raw_calls
             )
-        async for chunk in stream:
-            choices = getattr(chunk, "choices", None) or []
-            delta = ""
-            finish = None
-            if choices:
-                delta = getattr(choices[0].delta, "content", None) or ""
-                finish = choices[0].finish_reason
-            usage = getattr(chunk, "usage", None)
-            if delta or finish or usage:
-                yield StreamPiece(
-                    delta=delta,
-                    finish_reason=finish,
-                    input_tokens=getattr(usage, "prompt_tokens", None) if usage else None,
-                    output_tokens=getattr(usage, "completion_tokens", None) if usage else None,
-                    model=getattr(chunk, "model", None),
-                )
-    except Exception as exc:
-        raise map_error(exc, d, streaming=True) from None
+    usage = _usage(getattr(chunk, "usage", None))
+    if not (delta or finish or usage or calls):
+        return None
+    return StreamPiece(delta=delta, tool_calls=calls, finish_reason=finish, usage=usage,
+                       model=getattr(chunk, "model", None), id=getattr(chunk, "id", None))
 
 
-async def embed(d: Deployment, inputs: Sequence[str], *, timeout_s: float) -> EmbedResult:
-    """Embed texts; one vector per input, in order."""
-    litellm = litellm_module()
-    try:
-        async with asyncio.timeout(timeout_s + 1.0):
-            resp = await litellm.aembedding(input=list(inputs), **_call_args(d, timeout_s))
-        data = sorted(resp.data, key=lambda e: e["index"] if isinstance(e, dict) else e.index)
-        vectors = [list(e["embedding"] if isinstance(e, dict) else e.embedding) for e in data]
-        usage = getattr(resp, "usage", None)
-        return EmbedResult(vectors, resp.model or d.model, int(getattr(usage, "prompt_tokens", 0) or 0))
-    except Exception as exc:
-        raise map_error(exc, d) from None
+# -- errors ------------------------------------------------------------------------------
+
+#: LiteLLM's exception classes (by name in `litellm.exceptions`) -> ours, most specific first.
+#: A subclass must come before its base: ContextWindowExceededError and
+#: ContentPolicyViolationError are BadRequestErrors.
+LITELLM_ERRORS: tuple[tuple[str, type[errors.ProviderError]], ...] = (
+    ("ContextWindowExceededError", errors.ContextWindowExceeded),
+    ("ContentPolicyViolationError", errors.ContentFiltered),
+    ("MidStreamFallbackError", errors.StreamInterrupted),
+    ("RateLimitError", errors.RateLimited),
+    ("Timeout", errors.ProviderTimeout),
+    ("AuthenticationError", errors.AuthenticationFailed),
+    ("PermissionDeniedError", errors.AuthenticationFailed),
+    ("NotFoundError", errors.DeploymentNotFound),
+    ("BadRequestError", errors.InvalidRequest),
+    ("UnprocessableEntityError", errors.InvalidRequest),
+    ("APIConnectionError", errors.ProviderUnavailable),
+)
+
+# Provider wordings LiteLLM does not classify (checked on 400s it calls BadRequestError).
+_CONTEXT_WORDS = re.compile(
+    r"context[ _-]?(length|window)|maximum context|too many tokens|prompt is too long|too long|"
+    r"too large for model|reduce the length|exceeds? the (maximum|max)|max_tokens.*exceed|input length",
+    re.IGNORECASE,
+)
+_FILTER_WORDS = re.compile(r"content[ _-]?(policy|filter|management)|safety (system|filter)|responsible ai",
+                           re.IGNORECASE)
+_MALFORMED_WORDS = ("jsondecode", "expecting value", "invalid json", "not valid json", "no choices",
+                    "unable to parse", "malformed")
+
+
+def map_error(exc: BaseException, d: Deployment, *, streaming: bool = False) -> errors.ProviderError:
+    """LiteLLM's exception -> ours, through `LITELLM_ERRORS`, then our classifier for wordings
+    LiteLLM does not know. The only such mapping in the project."""
+    if isinstance(exc, errors.ProviderError):
+        return exc
+    lx = litellm_module().exceptions
+    status = getattr(exc, "status_code", None)
+    status = status if isinstance(status, int) else None
+    msg = _provider_message(str(getattr(exc, "message", "") or exc) or type(exc).__name__, d)
+    cls: type[errors.ProviderError] | None = None
+    for name, ours in LITELLM_ERRORS:
+        theirs = getattr(lx, name, None)
+        if theirs is not None and isinstance(exc, theirs):
+            cls = ours
+            break
+    if cls is None and isinstance(exc, asyncio.TimeoutError | TimeoutError):
+        cls = errors.ProviderTimeout
+    if cls is errors.InvalidRequest:
+        if _FILTER_WORDS.search(msg):
+            cls = errors.ContentFiltered
+        elif _CONTEXT_WORDS.search(msg):
+            cls = errors.ContextWindowExceeded
+    elif cls is errors.ProviderUnavailable and streaming:
+        cls = errors.StreamInterrupted
+    elif cls is None:
+        lowered = msg.lower()
+        if any(s in lowered for s in _MALFORMED_WORDS):
+            cls = errors.MalformedResponse
+        elif status is not None and 400 <= status < 500 and status not in (408, 409, 425, 429):
+            cls = errors.InvalidRequest
+        else:
+            cls = errors.StreamInterrupted if streaming else errors.ProviderUnavailable
+    retry_after = _retry_after(exc) if cls is errors.RateLimited else None
+    return cls(msg, deployment=d.name, status_code=status, retry_after=retry_after)
 
 
 def _provider_message(message: str, d: Deployment) -> str:
@@ -202,7 +342,9 @@ def _provider_message(message: str, d: Deployment) -> str:
     return scrub(message)[:500]
 
 
-def _retry_after(exc: Exception) -> float | None:
+def _retry_after(exc: BaseException) -> float | None:
+    """Seconds to wait, from any header form providers send (Retry-After in seconds or as a
+    date, retry-after-ms, x-ratelimit-reset-requests/-tokens like "1s" or "6m0s")."""
     headers: Any = getattr(exc, "litellm_response_headers", None)
     response = getattr(exc, "response", None)
     if headers is None and response is not None:
@@ -210,48 +352,37 @@ def _retry_after(exc: Exception) -> float | None:
     if headers is None:
         return None
     try:
-        raw = headers.get("retry-after")
-    except Exception:
+        get = headers.get
+        ms = get("retry-after-ms")
+        if ms is not None:
+            return max(0.0, float(ms) / 1000)
+        raw = get("retry-after")
+        if raw is not None:
+            return parse_retry_after(raw, now_wall=time.time())
+        resets = [_duration_s(get(h)) for h in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens")]
+    except (AttributeError, TypeError, ValueError):
         return None
-    return parse_retry_after(raw, now_wall=time.time())
+    known = [r for r in resets if r is not None]
+    return max(known) if known else None
 
 
-def map_error(exc: BaseException, d: Deployment, *, streaming: bool = False) -> errors.ProviderError:
-    """LiteLLM's exception -> ours, most specific first. The only such mapping in the project."""
-    if isinstance(exc, errors.ProviderError):
-        return exc
-    lx = litellm_module().exceptions
-    status = getattr(exc, "status_code", None)
-    status = status if isinstance(status, int) else None
-    msg = _provider_message(str(getattr(exc, "message", "") or exc) or type(exc).__name__, d)
-    name = d.name
-
-    def make(cls: type[errors.ProviderError], **kw: Any) -> errors.ProviderError:
-        return cls(msg, deployment=name, status_code=status, **kw)
-
-    if isinstance(exc, lx.ContextWindowExceededError):
-        return make(errors.ContextWindowExceeded)
-    if isinstance(exc, lx.MidStreamFallbackError):
-        return make(errors.StreamInterrupted)
-    if isinstance(exc, lx.RateLimitError):
-        return make(errors.RateLimited, retry_after=_retry_after(exc))
-    if isinstance(exc, lx.Timeout | asyncio.TimeoutError | TimeoutError):
-        return make(errors.ProviderTimeout)
-    if isinstance(exc, lx.AuthenticationError | lx.PermissionDeniedError):
-        return make(errors.AuthenticationFailed)
-    if isinstance(exc, lx.NotFoundError):
-        return make(errors.DeploymentNotFound)
-    if isinstance(exc, lx.BadRequestError | lx.UnprocessableEntityError):
-        return make(errors.InvalidRequest)
-    if isinstance(exc, lx.APIConnectionError):
-        return make(errors.StreamInterrupted if streaming else errors.ProviderUnavailable)
-    if _looks_malformed(msg):
-        return make(errors.MalformedResponse)
-    if streaming:
-        return make(errors.StreamInterrupted)
-    return make(errors.ProviderUnavailable)
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
 
 
-def _looks_malformed(message: str) -> bool:
-    lowered = message.lower()
-    return any(s in lowered for s in ("jsondecode", "expecting value", "invalid json", "not valid json"))
+def _duration_s(raw: object) -> float | None:
+    """OpenAI's reset headers: "1s", "6m0s", "20ms", "1h2m3.5s", or plain seconds."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    m = _DURATION.match(raw.strip())
+    if m is None or not any(m.groups()):
+        return None
+    h, mi, s, ms = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mi * 60 + s + ms / 1000
+
+
+#: The default backend, shared: it holds no state of its own.
+DEFAULT_BACKEND = LiteLLMBackend()

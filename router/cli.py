@@ -21,7 +21,6 @@ import json
 import random
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from router.cli_render import Output, print_call, print_explanation, print_health
@@ -89,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     _request_args(p)
     p.add_argument("--prompt-tokens", type=int, help="pretend the prompt has this many tokens")
     p.add_argument("--embeddings", action="store_true", help="explain an embeddings call")
+    p.add_argument("--needs", action="append", default=[], metavar="CAP",
+                   choices=["tools", "json", "vision", "audio"],
+                   help="the request needs this capability (tools, json, vision, audio); repeatable")
     p.add_argument("--json", action="store_true", help="print the explanation as JSON")
     p.add_argument("--demo", action="store_true", help="use the demo's policy and deployments")
     p.set_defaults(run=lambda a, o: asyncio.run(_explain(a, o)))
@@ -297,15 +299,12 @@ async def _explain(args: argparse.Namespace, out: Output) -> int:
     ctx = RequestContext(
         operation="embeddings" if args.embeddings else "chat", tenant=args.tenant or settings.default_tenant,
         tags=frozenset(_tags(args)), metadata=_metadata(args), model_alias=args.model, route=args.route,
-        prompt_tokens=tokens, max_tokens=args.max_tokens)
+        prompt_tokens=tokens, max_tokens=args.max_tokens, capabilities=frozenset(args.needs))
     tracker = _tracker(settings)
     try:
         await tracker.sync()  # the open circuits other replicas shared, when a store is configured
         rng = random.Random(settings.seed)
         result = explain(snapshot, ctx, tracker, rng)
-        default_max = snapshot.routes[result.route].spec.max_tokens
-        if ctx.max_tokens is None and default_max is not None:  # as Router.decide does
-            result = explain(snapshot, replace(ctx, max_tokens=default_max), tracker, random.Random(settings.seed))
     finally:
         await tracker.aclose()
     if args.json:

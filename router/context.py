@@ -31,6 +31,8 @@ class RequestContext:
     prompt_tokens: int = 0
     max_tokens: int | None = None
     stream: bool = False
+    #: Capabilities a deployment must declare to serve the request (tools, json, vision, audio).
+    capabilities: frozenset[str] = frozenset()
 
     @property
     def needed_context(self) -> int:

@@ -18,11 +18,16 @@ RouterError
     │   ├── ProviderUnavailable connection refused/reset, 5xx
     │   ├── MalformedResponse   a 200 whose body is not what was promised
     │   └── StreamInterrupted   a stream cut before it finished
+    ├── ContentFiltered         the provider's content filter refused; another provider may answer
     ├── ContextWindowExceeded   prompt too long: fall back to a larger window
     ├── AuthenticationFailed    401/403: skip this deployment
     ├── DeploymentNotFound      404: the deployment's model is misconfigured; skip it
-    └── InvalidRequest          the caller's bad request: fail fast, no fallback
+    └── InvalidRequest          the caller's bad request: fail fast, no fallback;
+                                `field` names what was wrong
 ```
+
+What each kind means for the attempt loop, the health tracker and the
+policy's `retry.on` is one table, `ERROR_KINDS`, below; every layer reads it.
 
 Messages never contain API keys: errors carry deployment names, not
 credentials, and provider messages are scrubbed by the backend.
@@ -32,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from router.models import Attempt
@@ -223,8 +228,89 @@ class DeploymentNotFound(ProviderError):
     kind = "not_found"
 
 
+class ContentFiltered(ProviderError):
+    kind = "content_filtered"
+
+
 class InvalidRequest(ProviderError):
+    """The caller's request is wrong; nothing was (or will be) retried or sent elsewhere.
+
+    `field` is the path of the offending input (``messages[1].tool_call_id``,
+    ``temperature``), empty when the provider refused without saying which.
+
+    >>> InvalidRequest("must be >= 1", field="max_tokens").field
+    'max_tokens'
+    """
+
     kind = "invalid_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str = "",
+        deployment: str = "",
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.field = field
+        text = f"{field}: {message}" if field else message
+        super().__init__(text, deployment=deployment, status_code=status_code, retry_after=retry_after)
+
+
+HealthEffect = Literal["fault", "neutral", "cool_retry_after", "cool_long"]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorKind:
+    """What one kind of failed attempt means, for every layer that acts on it.
+
+    - `retryable`: the policy's `retry.on` may name it (try the same deployment again);
+    - `default_retry`: in `retry.on` when the policy does not say;
+    - `falls_back`: after it, the next deployment is tried; False fails the request at once;
+    - `health`: "fault" counts against the circuit breaker, "neutral" neither hurts nor
+      helps, "cool_retry_after" cools the deployment for the provider's Retry-After,
+      "cool_long" cools it for the auth cooldown (a misconfigured deployment).
+    """
+
+    name: str
+    retryable: bool
+    default_retry: bool
+    falls_back: bool
+    health: HealthEffect
+
+
+#: The one vocabulary of error kinds (`ProviderError.kind`); attempts, health, the
+#: breaker and the schema's `retry.on` derive from it.
+ERROR_KINDS: dict[str, ErrorKind] = {
+    k.name: k
+    for k in (
+        ErrorKind("rate_limited", retryable=True, default_retry=True, falls_back=True, health="cool_retry_after"),
+        ErrorKind("timeout", retryable=True, default_retry=True, falls_back=True, health="fault"),
+        ErrorKind("unavailable", retryable=True, default_retry=True, falls_back=True, health="fault"),
+        ErrorKind("malformed_response", retryable=True, default_retry=True, falls_back=True, health="fault"),
+        ErrorKind("stream_interrupted", retryable=True, default_retry=True, falls_back=True, health="fault"),
+        # Another provider's policy may answer; the same one will most likely refuse again.
+        ErrorKind("content_filtered", retryable=True, default_retry=False, falls_back=True, health="neutral"),
+        ErrorKind("context_window", retryable=False, default_retry=False, falls_back=True, health="neutral"),
+        ErrorKind("auth", retryable=False, default_retry=False, falls_back=True, health="cool_long"),
+        ErrorKind("not_found", retryable=False, default_retry=False, falls_back=True, health="cool_long"),
+        ErrorKind("invalid_request", retryable=False, default_retry=False, falls_back=False, health="neutral"),
+        # The caller went away: says nothing about the deployment.
+        ErrorKind("cancelled", retryable=False, default_retry=False, falls_back=False, health="neutral"),
+    )
+}
+
+#: Kinds a policy's `retry.on` may name, and the default list.
+RETRYABLE_KINDS = frozenset(k.name for k in ERROR_KINDS.values() if k.retryable)
+DEFAULT_RETRY_ON = frozenset(k.name for k in ERROR_KINDS.values() if k.default_retry)
+#: An unknown kind (a new class someone forgot to list) is treated as an outage.
+UNKNOWN_KIND = ErrorKind("unknown", retryable=False, default_retry=False, falls_back=True, health="fault")
+
+
+def error_kind(name: str | None) -> ErrorKind:
+    """The table row for `name`; unknown names count as faults that fall back."""
+    return ERROR_KINDS.get(name or "", UNKNOWN_KIND)
 
 
 #: Names accepted in a policy's `retry.on` list, mapped to the classes they mean.
@@ -236,6 +322,7 @@ ERROR_CLASSES: dict[str, type[ProviderError]] = {
         ProviderUnavailable,
         MalformedResponse,
         StreamInterrupted,
+        ContentFiltered,
         ContextWindowExceeded,
         AuthenticationFailed,
         DeploymentNotFound,

@@ -17,7 +17,7 @@ from router.context import RequestContext
 from router.errors import TenantNotAllowed
 from router.health import HealthTracker
 from router.policy.snapshot import Snapshot
-from router.routing import choose_route
+from router.routing import candidates, resolve_route
 
 
 class CandidateReport(BaseModel):
@@ -47,45 +47,42 @@ class Explanation(BaseModel):
     candidates: list[CandidateReport]
     order: list[str]
     tenant_note: str | None = None
+    #: Capabilities the request needs (tools, json, vision, audio).
+    capabilities: list[str] = []
 
 
 def explain(snapshot: Snapshot, ctx: RequestContext, health: HealthTracker, rng: random.Random) -> Explanation:
-    """Explain how `ctx` would be routed by `snapshot` right now."""
-    choice = choose_route(snapshot, ctx)
-    name, rule, source = choice.name, choice.rule, choice.source
-    route = snapshot.routes[name]
+    """Explain how `ctx` would be routed by `snapshot` right now: the router's own
+    `candidates`, each with its verdict, plus health and compile-time drops."""
+    choice, route, ctx = resolve_route(snapshot, ctx)
+    name = choice.name
     tenant_note = _tenant_note(snapshot, ctx, name)
     reports: list[CandidateReport] = []
-    order: list[str] = []
-    seen: set[str] = set()
     for rname in (name, *route.fallback_chain):
         compiled = snapshot.routes[rname]
-        scores = compiled.strategy.scores(ctx, health)
-        for target in compiled.spec.targets:
-            if target in compiled.dropped:
-                d = snapshot.deployments[target]
-                reports.append(_report(snapshot, d.name, rname, False, compiled.dropped[target], None, health))
-        for d in compiled.strategy.order(ctx, health, rng):
-            if d.name in seen:
-                continue
-            seen.add(d.name)
-            kept, reason = True, "eligible"
-            if compiled.spec.constraints.fit_context and d.context_window < ctx.needed_context:
-                kept, reason = False, f"context window {d.context_window} < {ctx.needed_context} tokens needed"
-            elif not health.available(d.name):
-                wait = max(0.0, health.recovers_at(d.name) - health.clock())
-                kept, reason = False, f"health: {health.unavailable_reason(d.name)}; retry in {wait:.1f}s"
-            if tenant_note is not None and kept:
-                kept, reason = False, tenant_note
-            if kept:
-                order.append(d.name)
-                if rname != name:
-                    reason = f"fallback via route {rname!r}"
-            reports.append(_report(snapshot, d.name, rname, kept, reason, scores.get(d.name), health))
+        for target, why in compiled.dropped.items():
+            reports.append(_report(snapshot, target, rname, False, why, None, health))
+    found = candidates(snapshot, route, ctx, health, rng)
+    scores: dict[str, dict[str, float]] = {}
+    order: list[str] = []
+    for c in found.all():
+        if c.route not in scores:
+            scores[c.route] = snapshot.routes[c.route].strategy.scores(ctx, health)
+        d = c.deployment
+        kept, reason = c.admitted, c.reason
+        if kept and not health.available(d.name):
+            wait = max(0.0, health.recovers_at(d.name) - health.clock())
+            kept, reason = False, f"health: {health.unavailable_reason(d.name)}; retry in {wait:.1f}s"
+        if tenant_note is not None and kept:
+            kept, reason = False, tenant_note
+        if kept:
+            order.append(d.name)
+        reports.append(_report(snapshot, d.name, c.route, kept, reason, scores[c.route].get(d.name), health))
     return Explanation(
         tenant=ctx.tenant, prompt_tokens=ctx.prompt_tokens, needed_context=ctx.needed_context,
-        rule=rule.label if rule else None, route=name, route_source=source,
+        rule=choice.rule.label if choice.rule else None, route=name, route_source=choice.source,
         strategy=route.strategy.name, candidates=reports, order=order, tenant_note=tenant_note,
+        capabilities=sorted(ctx.capabilities),
     )
 
 

@@ -147,8 +147,8 @@ async def create_default_router(
 
 async def send_probe(d: Deployment, probe: Probe) -> None:
     """One tiny completion, the probe's prompt, bounded by the deployment's timeout."""
-    await backend.chat(d, [{"role": "user", "content": probe.prompt}], timeout_s=d.timeout_s,
-                       params={"max_tokens": probe.max_tokens})
+    await backend.DEFAULT_BACKEND.chat(d, [{"role": "user", "content": probe.prompt}],
+                                       {"max_tokens": probe.max_tokens}, timeout_s=d.timeout_s)
 
 
 def build_health(

@@ -7,12 +7,13 @@ network and cost a few microseconds.
 
 How results count (Envoy outlier detection, resilience4j, Finagle):
 
-- upstream faults (timeout, unavailable, malformed_response,
-  stream_interrupted, or an unknown kind) drive the breaker, see
-  `router.breaker`;
-- caller errors (invalid_request, context_window) and cancelled attempts
-  count for nothing but the error tally: they say nothing of the
-  deployment's health;
+- what each error kind does is the `health` column of
+  `router.errors.ERROR_KINDS`: upstream faults (timeout, unavailable,
+  malformed_response, stream_interrupted, or an unknown kind) drive the
+  breaker, see `router.breaker`;
+- caller errors (invalid_request, context_window), content-filter refusals
+  and cancelled attempts count for nothing but the error tally: they say
+  nothing of the deployment's health;
 - rate_limited (429) *cools* the deployment for Retry-After (clamped, or a
   default); auth (401/403) and not_found (404, a misconfigured model) cool it
   for `auth_cooldown_s`. Cooling is not a circuit state: `state()` stays what
@@ -52,6 +53,7 @@ from router.breaker import (
     CountWindow,
     Transition,
 )
+from router.errors import error_kind
 from router.health_store import SharedHealth, SharedOpen, SharedSync
 from router.latency import LatencyStats
 
@@ -68,10 +70,12 @@ logger = logging.getLogger("router.health")
 
 StateListener = Callable[[str, CircuitState, CircuitState, str], None]
 
-#: Say nothing of the deployment's health: the caller's mistakes, and attempts
-#: the caller cancelled (the router records those as "cancelled").
-NEUTRAL_ERRORS = frozenset({"invalid_request", "context_window", "cancelled"})
-_MISCONFIGURED: dict[str, CoolingReason] = {"auth": "auth", "not_found": "not_found"}
+
+
+def _cooling_reason(kind: str) -> CoolingReason:
+    return "rate_limited" if kind == "rate_limited" else "not_found" if kind == "not_found" else "auth"
+
+
 _QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 _STATS = frozenset({*_QUANTILES, "ewma", "ttft"})
 # Redis and local clocks are compared through a round trip: a remote open
@@ -261,16 +265,17 @@ class HealthTracker:
             kind = result.error_kind or "unknown"
             dep.errors.add(now, kind)
             transition = None
-            if kind == "rate_limited":
+            effect = error_kind(kind).health
+            if effect == "cool_retry_after":
                 wait = result.retry_after_s
                 if wait is None:
                     wait = self._config.rate_limit_default_cooldown_s
-                breaker.cool(now, min(wait, self._config.rate_limit_max_cooldown_s), "rate_limited")
+                breaker.cool(now, min(wait, self._config.rate_limit_max_cooldown_s), _cooling_reason(kind))
                 breaker.on_neutral()
-            elif (misconfigured := _MISCONFIGURED.get(kind)) is not None:
-                breaker.cool(now, self._config.auth_cooldown_s, misconfigured)
+            elif effect == "cool_long":
+                breaker.cool(now, self._config.auth_cooldown_s, _cooling_reason(kind))
                 breaker.on_neutral()
-            elif kind in NEUTRAL_ERRORS:
+            elif effect == "neutral":
                 breaker.on_neutral()
             else:
                 if kind == "timeout":

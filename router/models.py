@@ -1,4 +1,8 @@
-"""Typed values that cross the router's public API.
+"""Typed values that cross the router's public API: what comes back from a call.
+
+Answers follow the OpenAI chat schema, so code written against the OpenAI
+SDK reads `response.message.content`, `response.message.tool_calls[0].function.name`
+unchanged. What goes in is `router.request`.
 
 >>> LLMMessage(role="user", content="Tell me a joke").role
 'user'
@@ -6,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -15,7 +19,7 @@ Outcome = Literal["ok", "error", "skipped"]
 
 
 class LLMMessage(BaseModel):
-    """One chat message, in OpenAI's shape."""
+    """A plain text chat message, in OpenAI's shape (richer ones are plain dicts; see `router.request`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -30,13 +34,66 @@ class LLMMessage(BaseModel):
         return out
 
 
+class FunctionCall(BaseModel):
+    """The function a tool call names, with its arguments as a JSON string (as the provider sent it)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    arguments: str = ""
+
+
+class ToolCall(BaseModel):
+    """One tool call of an assistant message (OpenAI `ChatCompletionMessageToolCall`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class AssistantMessage(BaseModel):
+    """The answer's message: `content` (None when the model only called tools), `tool_calls`, `refusal`.
+
+    `model_dump(exclude_none=True)` is a message dict to append to the next request.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+    tool_calls: tuple[ToolCall, ...] | None = None
+    refusal: str | None = None
+
+
+class Choice(BaseModel):
+    """One of `n` answers."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None = None
+
+
 class Usage(BaseModel):
-    """Tokens a call consumed."""
+    """Tokens a call consumed.
+
+    `input_tokens` includes `cached_input_tokens` (read from the provider's
+    prompt cache) and `cache_write_tokens`; `output_tokens` includes
+    `reasoning_tokens`. `estimated` is True when the provider reported no
+    usage and the router counted the prompt and the answer itself.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -64,11 +121,19 @@ class Attempt(BaseModel):
 
 
 class LLMResponse(BaseModel):
-    """The result of `Router.chat` / `Router.complete`."""
+    """The result of `Router.chat` / `Router.complete`.
+
+    `message` is the first choice's assistant message; `choices` lists all of
+    them when the request asked for `n > 1` (else it is empty). `cost_usd`
+    is what the provider charges for `usage` at the deployment's prices.
+    """
 
     model_config = ConfigDict(frozen=True)
 
+    id: str = ""
     text: str
+    message: AssistantMessage = Field(default_factory=AssistantMessage)
+    choices: tuple[Choice, ...] = ()
     deployment: str
     model: str
     provider: str
@@ -78,6 +143,12 @@ class LLMResponse(BaseModel):
     latency_ms: float = 0.0
     finish_reason: str | None = None
     attempts: tuple[Attempt, ...] = ()
+    cached: bool = False
+
+    @property
+    def tool_calls(self) -> tuple[ToolCall, ...]:
+        """The first choice's tool calls (empty when the model answered in text)."""
+        return self.message.tool_calls or ()
 
     @property
     def fallback_used(self) -> bool:
@@ -99,22 +170,46 @@ class EmbeddingResponse(BaseModel):
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     attempts: tuple[Attempt, ...] = ()
+    cached: bool = False
+
+
+class ToolCallDelta(BaseModel):
+    """A fragment of a streamed tool call: `index` says which call; `id` and the
+    function's `name` come in its first fragment, `arguments` in pieces."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 class StreamChunk(BaseModel):
     """One piece of a streamed answer.
 
-    Text chunks carry `delta`; the last chunk has `done=True` and carries the
-    usage, cost and attempts of the whole stream.
+    Text chunks carry `delta`, tool-call fragments `tool_calls`; the last
+    chunk has `done=True` and carries the assembled `message`, the usage,
+    cost, route and attempts of the whole stream.
     """
 
     model_config = ConfigDict(frozen=True)
 
     delta: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
     deployment: str
     done: bool = False
+    id: str = ""
+    route: str = ""
     finish_reason: str | None = None
+    message: AssistantMessage | None = None
     usage: Usage | None = None
     cost_usd: float | None = None
     latency_ms: float | None = None
     attempts: tuple[Attempt, ...] = ()
+    cached: bool = False
+
+
+def message_dict(message: AssistantMessage) -> dict[str, Any]:
+    """The assistant message as a request message dict (None fields left out)."""
+    return message.model_dump(exclude_none=True)

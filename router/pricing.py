@@ -13,8 +13,9 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from router.models import Usage
 from router.schema import Deployment
 
 _COST_MAP_FILE = "model_prices_and_context_window_backup.json"
@@ -48,17 +49,62 @@ class PriceBook:
 
     def per_mtok(self, deployment: Deployment) -> tuple[float, float]:
         """(input, output) USD per million tokens; (0, 0) when nothing is known."""
-        if deployment.price is not None:
-            return deployment.price.input_per_mtok, deployment.price.output_per_mtok
+        rates = self.rates(deployment)
+        return rates.input * 1e6, rates.output * 1e6
+
+    def rates(self, deployment: Deployment) -> Rates:
+        """USD per token for each kind of token; cached and reasoning rates default to the
+        input and output rates where neither the YAML nor LiteLLM's table says otherwise."""
+        p = deployment.price
+        if p is not None:
+            inp = p.input_per_mtok / 1e6
+            cached = p.cached_input_per_mtok / 1e6 if p.cached_input_per_mtok is not None else inp
+            write = p.cache_write_per_mtok / 1e6 if p.cache_write_per_mtok is not None else inp
+            out = p.output_per_mtok / 1e6
+            return Rates(inp, out, cached, write, out)
         entry = self._entry(deployment.model)
         if entry is None:
-            return 0.0, 0.0
-        return (
-            float(entry.get("input_cost_per_token") or 0.0) * 1e6,
-            float(entry.get("output_cost_per_token") or 0.0) * 1e6,
+            return _UNKNOWN
+        inp = float(entry.get("input_cost_per_token") or 0.0)
+        out = float(entry.get("output_cost_per_token") or 0.0)
+        return Rates(
+            inp, out,
+            float(entry.get("cache_read_input_token_cost") or inp),
+            float(entry.get("cache_creation_input_token_cost") or inp),
+            float(entry.get("output_cost_per_reasoning_token") or out),
         )
 
+    def known(self, deployment: Deployment) -> bool:
+        """True when the YAML or LiteLLM's table prices this deployment."""
+        return deployment.price is not None or self._entry(deployment.model) is not None
+
     def cost(self, deployment: Deployment, input_tokens: int, output_tokens: int) -> float:
-        """USD for a call with these token counts."""
-        inp, out = self.per_mtok(deployment)
-        return (input_tokens * inp + output_tokens * out) / 1e6
+        """USD for a call with these token counts (all at the plain input and output rates)."""
+        r = self.rates(deployment)
+        return input_tokens * r.input + output_tokens * r.output
+
+    def usage_cost(self, deployment: Deployment, usage: Usage) -> float:
+        """USD for `usage`: cache reads and writes and reasoning tokens at their own rates.
+
+        >>> book.usage_cost(gpt_4o_mini, Usage(input_tokens=10_000, cached_input_tokens=9_000))  # doctest: +SKIP
+        0.000825
+        """
+        r = self.rates(deployment)
+        fresh = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
+        plain_out = max(0, usage.output_tokens - usage.reasoning_tokens)
+        return (fresh * r.input + usage.cached_input_tokens * r.cached_input
+                + usage.cache_write_tokens * r.cache_write
+                + plain_out * r.output + usage.reasoning_tokens * r.reasoning)
+
+
+class Rates(NamedTuple):
+    """USD per token."""
+
+    input: float
+    output: float
+    cached_input: float
+    cache_write: float
+    reasoning: float
+
+
+_UNKNOWN = Rates(0.0, 0.0, 0.0, 0.0, 0.0)

@@ -1,7 +1,15 @@
 """The routing decision: which route serves a request, and in which order its deployments are tried.
 
-Used by the router on every request and by `explain` for a dry run, so both
-give the same answer. Nothing here calls a provider.
+One candidate function, `candidates`, returns every deployment the request
+could reach (the route's, then its fallback routes') with its verdict; the
+router's `decide` keeps the admitted ones, `explain` renders them all, and a
+replay re-runs them. Nothing here calls a provider.
+
+Verdicts decided here are per request and static: a capability the request
+needs (tools, json, vision, audio) or a context window too small. Health is
+not a verdict here: the attempt loop asks the tracker as it walks the order
+(a half-open circuit admits a trial only at the moment of the call), and
+`explain` shows each candidate's circuit beside its verdict.
 
 >>> choice = choose_route(snapshot, ctx)  # doctest: +SKIP
 >>> choice.name, choice.source  # doctest: +SKIP
@@ -18,6 +26,7 @@ from router.attempts import Plan
 from router.context import RequestContext
 from router.errors import NoRouteAvailable
 from router.policy.snapshot import CompiledRoute, Snapshot, SourcedRule
+from router.schema import Deployment
 from router.strategies import HealthView
 
 
@@ -53,6 +62,90 @@ def choose_route(snap: Snapshot, ctx: RequestContext) -> RouteChoice:
 
 
 @dataclass(frozen=True, slots=True)
+class Candidate:
+    """One deployment a request could reach, with its verdict.
+
+    `route` is the route it came from (the chosen one or a fallback route);
+    `reason` says why it was admitted ("eligible", "fallback via route ...")
+    or why not.
+    """
+
+    deployment: Deployment
+    route: str
+    admitted: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """The verdicts on every deployment a request could reach.
+
+    `order` is the admitted ones in the order to try; `rejected` the others
+    with their reasons; `sources` the fallback route each admitted deployment
+    came through (absent: the chosen route).
+    """
+
+    route: str
+    order: tuple[Deployment, ...]
+    rejected: tuple[Candidate, ...]
+    sources: dict[str, str]
+
+    def all(self) -> list[Candidate]:
+        """Admitted candidates (in order) then rejected ones, each with its verdict."""
+        admitted = [
+            Candidate(d, self.sources.get(d.name, self.route), True,
+                      f"fallback via route {self.sources[d.name]!r}" if d.name in self.sources else "eligible")
+            for d in self.order
+        ]
+        return admitted + list(self.rejected)
+
+
+def candidates(
+    snap: Snapshot, route: CompiledRoute, ctx: RequestContext, health: HealthView, rng: random.Random
+) -> Candidates:
+    """Every deployment of `route` and its fallback routes, in strategy order, with its verdict.
+
+    A request every candidate of a route can serve (the common case: no
+    special capability, a prompt within the smallest window) costs no
+    per-candidate work, so deciding among 10,000 deployments stays cheap.
+    """
+    needed = ctx.needed_context if route.spec.constraints.fit_context else 0
+    chain = route.fallback_chain
+    first = route.strategy.order(ctx, health, rng)
+    if not chain and ctx.capabilities <= route.common_capabilities and needed <= route.min_context_window:
+        return Candidates(route.name, tuple(first), (), {})
+    order: list[Deployment] = []
+    rejected: list[Candidate] = []
+    sources: dict[str, str] = {}
+    seen: set[str] = set()
+    for rname in (route.name, *chain):
+        compiled = snap.routes[rname]
+        ordered = first if rname == route.name else compiled.strategy.order(ctx, health, rng)
+        fast = ctx.capabilities <= compiled.common_capabilities and needed <= compiled.min_context_window
+        for d in ordered:
+            if d.name in seen:
+                continue
+            seen.add(d.name)
+            reason = None if fast else _static_verdict(d, ctx, needed)
+            if reason is not None:
+                rejected.append(Candidate(d, rname, False, reason))
+                continue
+            order.append(d)
+            if rname != route.name:
+                sources[d.name] = rname
+    return Candidates(route.name, tuple(order), tuple(rejected), sources)
+
+
+def _static_verdict(d: Deployment, ctx: RequestContext, needed: int) -> str | None:
+    missing = ctx.capabilities - d.capabilities
+    if missing:
+        return f"lacks capability {', '.join(sorted(missing))}"
+    if d.context_window < needed:
+        return f"context window {d.context_window} < {needed} tokens needed"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """Where a request goes: the rule that matched, the route, the order to try."""
 
@@ -74,29 +167,28 @@ class Decision:
         return params
 
 
-def decide(snap: Snapshot, ctx: RequestContext, health: HealthView, rng: random.Random) -> Decision:
-    """Choose the route and order its deployments (then its fallback routes') for `ctx`."""
+def resolve_route(snap: Snapshot, ctx: RequestContext) -> tuple[RouteChoice, CompiledRoute, RequestContext]:
+    """The route for `ctx`, and `ctx` with the route's default output budget applied."""
     choice = choose_route(snap, ctx)
     route = snap.routes.get(choice.name)
     if route is None:
         raise NoRouteAvailable(route=choice.name, reasons={"route": "no such route"})
+    if route.spec.max_tokens is not None and ctx.max_tokens is None:
+        ctx = replace(ctx, max_tokens=route.spec.max_tokens)
+    return choice, route, ctx
+
+
+def decide(snap: Snapshot, ctx: RequestContext, health: HealthView, rng: random.Random) -> Decision:
+    """Choose the route and the order of its admitted candidates for `ctx`.
+
+    Raises `NoRouteAvailable` (naming each candidate's reason, e.g. the
+    missing capability) when no candidate is admitted.
+    """
+    choice, route, ctx = resolve_route(snap, ctx)
+    found = candidates(snap, route, ctx, health, rng)
+    if not found.order:
+        raise NoRouteAvailable(route=choice.name, reasons={c.deployment.name: c.reason for c in found.rejected})
     spec = route.spec
-    if spec.max_tokens is not None and ctx.max_tokens is None:
-        ctx = replace(ctx, max_tokens=spec.max_tokens)
-    order = tuple(route.strategy.order(ctx, health, rng))
-    if route.fallback_chain:
-        seen = {d.name for d in order}
-        extra = []
-        for fb in route.fallback_chain:
-            for d in snap.routes[fb].strategy.order(ctx, health, rng):
-                if d.name not in seen:
-                    seen.add(d.name)
-                    extra.append(d)
-        order += tuple(extra)
-    plan = Plan(route=choice.name, order=order, retry=spec.retry, deadline_s=spec.deadline_s,
+    plan = Plan(route=choice.name, order=found.order, retry=spec.retry, deadline_s=spec.deadline_s,
                 attempt_timeout_s=spec.attempt_timeout_s, fit_context=spec.constraints.fit_context)
-    needed = ctx.needed_context
-    if plan.fit_context and not any(d.context_window >= needed for d in order):
-        raise NoRouteAvailable(route=choice.name, reasons={
-            d.name: f"context window {d.context_window} < {needed} tokens" for d in order})
     return Decision(snap, route, choice.rule, plan, ctx)

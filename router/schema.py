@@ -29,11 +29,14 @@ Example `policies/default.yaml`::
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from collections.abc import Iterable
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Capability = Literal["chat", "tools", "vision", "json", "embeddings", "streaming"]
+from router.errors import DEFAULT_RETRY_ON, RETRYABLE_KINDS
+
+Capability = Literal["chat", "tools", "vision", "audio", "json", "embeddings", "streaming"]
 LatencyStat = Literal["p50", "p95", "p99", "ewma", "ttft"]
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -46,10 +49,17 @@ class Spec(BaseModel):
 
 
 class Price(Spec):
-    """USD per million tokens; overrides LiteLLM's cost map for a deployment."""
+    """USD per million tokens; overrides LiteLLM's cost map for a deployment.
+
+    `cached_input_per_mtok` prices prompt tokens read from the provider's
+    prompt cache (default: the input rate) and `cache_write_per_mtok` those
+    written to it (default: the input rate), as OpenAI and Anthropic bill them.
+    """
 
     input_per_mtok: NonNegFloat
     output_per_mtok: NonNegFloat = 0.0
+    cached_input_per_mtok: NonNegFloat | None = None
+    cache_write_per_mtok: NonNegFloat | None = None
 
 
 class Probe(Spec):
@@ -90,6 +100,28 @@ class Deployment(Spec):
         """LiteLLM's provider prefix, e.g. "openai" for "openai/gpt-4o-mini"."""
         return self.model.split("/", 1)[0]
 
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # A password in a URL (https://user:secret@host) never reaches a repr, a log or a decision.
+        for name, value in super().__repr_args__():
+            yield name, hide_url_password(value) if name == "api_base" and isinstance(value, str) else value
+
+
+def hide_url_password(url: str) -> str:
+    """`url` with any userinfo password replaced by "***".
+
+    >>> hide_url_password("https://user:secret@host/v1")
+    'https://user:***@host/v1'
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}{slash}{path}"
+
 
 class DeploymentsFile(Spec):
     deployments: tuple[Deployment, ...] = Field(min_length=1)
@@ -105,9 +137,6 @@ class DeploymentsFile(Spec):
         return value
 
 
-RetryOn = Literal[
-    "rate_limited", "timeout", "unavailable", "malformed_response", "stream_interrupted"
-]
 
 
 class Retry(Spec):
@@ -117,9 +146,16 @@ class Retry(Spec):
     backoff_s: NonNegFloat = 0.1
     max_backoff_s: NonNegFloat = 5.0
     jitter: float = Field(default=0.5, ge=0, le=1)
-    on: frozenset[RetryOn] = frozenset(
-        {"rate_limited", "timeout", "unavailable", "malformed_response", "stream_interrupted"}
-    )
+    #: Error kinds worth trying again on the same deployment (`router.errors.ERROR_KINDS`).
+    on: frozenset[str] = DEFAULT_RETRY_ON
+
+    @field_validator("on")
+    @classmethod
+    def _known_kinds(cls, value: frozenset[str]) -> frozenset[str]:
+        unknown = sorted(value - RETRYABLE_KINDS)
+        if unknown:
+            raise ValueError(f"cannot retry on {unknown}; retryable kinds are {sorted(RETRYABLE_KINDS)}")
+        return value
 
 
 class Constraints(Spec):

@@ -15,10 +15,12 @@ prompt; the encoding alone takes ~17 us).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 
 @cache
@@ -37,9 +39,52 @@ def _encode() -> Callable[[str], list[int]] | None:
         return None
 
 
-def count_tokens(messages: Sequence[dict[str, str]]) -> int:
-    """Tokens a chat prompt takes, as LiteLLM counts them (a character estimate if no tokenizer)."""
+#: What an image part costs at OpenAI's "low" detail; a fair floor for the estimate.
+IMAGE_TOKENS = 85
+
+
+def count_tokens(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None) -> int:
+    """Tokens a chat prompt takes, as LiteLLM counts them (a character estimate if no tokenizer).
+
+    Text parts and tool calls are counted as text, each image or audio part as
+    `IMAGE_TOKENS`, and `tools` as their JSON.
+    """
+    count = _counter()
+    total = 3
+    for m in messages:
+        total += 4 + _content_tokens(m.get("content"), count)
+        calls = m.get("tool_calls")
+        if calls:
+            for call in calls:
+                fn = call.get("function") or {}
+                total += 3 + count(str(fn.get("name", ""))) + count(str(fn.get("arguments", "")))
+    if tools:
+        total += count(json.dumps(list(tools), separators=(",", ":"), ensure_ascii=False))
+    return total
+
+
+def count_text(text: str) -> int:
+    """Tokens in one piece of text (an answer, a tool call's arguments)."""
+    return _counter()(text)
+
+
+def _counter() -> Callable[[str], int]:
     encode = _encode()
     if encode is None:
-        return sum(4 + len(m.get("content", "")) // 4 for m in messages) + 3
-    return sum(4 + len(encode(m.get("content", ""))) for m in messages) + 3
+        return lambda text: len(text) // 4
+    return lambda text: len(encode(text))
+
+
+def _content_tokens(content: object, count: Callable[[str], int]) -> int:
+    if content is None:
+        return 0
+    if isinstance(content, str):
+        return count(content)
+    total = 0
+    if isinstance(content, list):
+        for part in content:
+            if isinstance(part, Mapping) and part.get("type") == "text":
+                total += count(str(part.get("text", "")))
+            else:
+                total += IMAGE_TOKENS
+    return total

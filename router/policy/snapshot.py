@@ -32,6 +32,10 @@ class CompiledRoute:
     dropped: Mapping[str, str]
     #: Fallback routes to walk after this one, flattened, in order.
     fallback_chain: tuple[str, ...]
+    #: Capabilities every candidate has, and the smallest candidate context window:
+    #: a request within both needs no per-candidate check (the common case, O(1)).
+    common_capabilities: frozenset[str] = frozenset()
+    min_context_window: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +187,8 @@ def compile_snapshot(
             candidates=tuple(kept),
             dropped=dropped,
             fallback_chain=_flatten_fallbacks(name, specs),
+            common_capabilities=frozenset.intersection(*(frozenset(d.capabilities) for d in kept)),
+            min_context_window=min(d.context_window for d in kept),
         )
     if issues:
         raise ConfigError(issues)

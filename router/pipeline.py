@@ -1,0 +1,417 @@
+"""The one request path: decide, reserve, attempt loop, settle, finish the trace.
+
+`chat`, `stream` and `embed` differ only in the call each attempt makes and
+in what an answer is made of; everything else (the decision, the quota
+reservation and its settlement, attempt numbering and spans, usage estimates,
+cost) is written once here, in `_Exchange`. This is the seam where a cache,
+hedging or replay plug in.
+
+```
+Router.chat/stream/embed -> Pipeline -> decide -> reserve -> AttemptLoop -> Backend
+                                     <- settle (actual or estimated usage) <- finish trace
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from router.attempts import AttemptCall, AttemptLoop, Success
+from router.backend import DEFAULT_BACKEND, Backend, ChatResult, StreamPiece
+from router.context import RequestContext
+from router.errors import ProviderError, RouterError
+from router.health import AttemptResult, HealthTracker
+from router.models import (
+    AssistantMessage,
+    Attempt,
+    EmbeddingResponse,
+    FunctionCall,
+    LLMResponse,
+    StreamChunk,
+    ToolCall,
+    Usage,
+)
+from router.policy.reload import PolicySource
+from router.quota import QuotaManager, Reservation
+from router.request import ChatRequest
+from router.routing import Decision, decide
+from router.schema import Deployment
+from router.settings import RouterSettings
+from router.tokens import count_text, count_tokens
+from router.tracing import AttemptTrace, RequestTrace, Telemetry
+
+T = TypeVar("T")
+
+#: Messages for one attempt at one deployment (e.g. a conversation fitted to its window).
+MessagesFor = Callable[[Deployment, int], Sequence[Mapping[str, Any]]]
+
+
+class Pipeline:
+    """Runs requests; holds the collaborators, no per-request state."""
+
+    def __init__(
+        self,
+        source: PolicySource,
+        *,
+        settings: RouterSettings,
+        health: HealthTracker,
+        quota: QuotaManager | None,
+        telemetry: Telemetry,
+        backend: Backend = DEFAULT_BACKEND,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.source = source
+        self.settings = settings
+        self.health = health
+        self.quota = quota
+        self.telemetry = telemetry
+        self.backend = backend
+        self.clock = clock
+        self.rng = rng
+        self.loop = AttemptLoop(health=health, clock=clock, rng=rng, sleep=sleep)
+
+    def decide(self, ctx: RequestContext) -> Decision:
+        """Pick rule, route and attempt order for `ctx` from the serving snapshot."""
+        return decide(self.source.current, ctx, self.health, self.rng)
+
+    def context(
+        self, request: ChatRequest | None, *, operation: str = "chat", tenant: str | None, route: str | None,
+        tags: Sequence[str], metadata: Mapping[str, str] | None, model: str | None, prompt_tokens: int,
+    ) -> RequestContext:
+        """The routing view of a request."""
+        return RequestContext(
+            operation="embeddings" if operation == "embeddings" else "chat",
+            tenant=tenant or self.settings.default_tenant, tags=frozenset(tags), metadata=dict(metadata or {}),
+            model_alias=model, route=route, prompt_tokens=prompt_tokens,
+            max_tokens=request.max_output_tokens if request is not None else 0,
+            stream=request.stream if request is not None else False,
+            capabilities=request.needs if request is not None else frozenset(),
+        )
+
+    # -- chat ------------------------------------------------------------------------------
+
+    async def chat(
+        self, request: ChatRequest, ctx: RequestContext, *, messages_for: MessagesFor | None = None
+    ) -> LLMResponse:
+        """One non-streamed chat completion through the attempt loop."""
+        ex = await self._open(ctx)
+        params = ex.params(request)
+        out_budget = ex.output_budget(self.settings.default_max_tokens)
+
+        async def call(d: Deployment, timeout: float) -> tuple[ChatResult, Usage, float]:
+            msgs = request.messages if messages_for is None else messages_for(d, out_budget)
+            at = ex.start_attempt(d, params, msgs)
+            try:
+                r = await self.backend.chat(d, msgs, params, timeout_s=timeout)
+            except BaseException as exc:
+                at.fail(exc, error_type=_error_type(exc))
+                raise
+            usage = r.usage or _estimate(ctx.prompt_tokens, r.choices[0].message)
+            cost = ex.snapshot.prices.usage_cost(d, usage)
+            at.end(response_model=r.model, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                   finish_reasons=[c.finish_reason or "stop" for c in r.choices], cost_usd=cost,
+                   output_text=r.message.content or "")
+            return r, usage, cost
+
+        ok = await ex.run(call)
+        result, usage, cost = ok.value
+        await ex.settle(ok.deployment, usage, cost)
+        ex.trace.end(deployment=ok.deployment.name, attempts=len(ok.attempts), fallback_used=_fell_back(ok),
+                     cost_usd=cost, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+        return LLMResponse(
+            id=result.id or _new_id(), text=result.message.content or "", message=result.message,
+            choices=result.choices if len(result.choices) > 1 else (), deployment=ok.deployment.name,
+            model=result.model, provider=ok.deployment.provider, route=ex.decision.route.name, usage=usage,
+            cost_usd=cost, latency_ms=(self.clock() - ok.started) * 1000, finish_reason=result.finish_reason,
+            attempts=ok.attempts,
+        )
+
+    # -- stream ----------------------------------------------------------------------------
+
+    async def stream(
+        self, request: ChatRequest, ctx: RequestContext, *, messages_for: MessagesFor | None = None
+    ) -> AsyncIterator[StreamChunk]:
+        """Stream deltas. Retries and fallbacks happen before the first piece; a stream
+        cut after it raises `StreamInterrupted`. The last chunk has `done=True`."""
+        ex = await self._open(ctx)
+        params = ex.params(request)
+        out_budget = ex.output_budget(self.settings.default_max_tokens)
+
+        async def call(d: Deployment, timeout: float) -> _OpenStream:
+            msgs = request.messages if messages_for is None else messages_for(d, out_budget)
+            at = ex.start_attempt(d, params, msgs)
+            pieces = self.backend.stream(d, msgs, params, timeout_s=timeout)
+            t0 = self.clock()
+            try:
+                first = await anext(pieces, None)
+            except BaseException as exc:
+                at.fail(exc, error_type=_error_type(exc))
+                with contextlib.suppress(Exception):
+                    await _aclose(pieces)
+                raise
+            return _OpenStream(pieces, first, at, t0, self.clock() - t0)
+
+        ok = await ex.run(call, record_success=False)
+        d, s = ok.deployment, ok.value
+        acc = _Assembler(ctx.prompt_tokens)
+        failure: BaseException | None = None
+        try:
+            piece = s.first
+            while piece is not None:
+                chunk = acc.add(piece, d.name)
+                if chunk is not None:
+                    yield chunk
+                piece = await anext(s.pieces, None)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            latency = self.clock() - s.started
+            usage = acc.usage()
+            cost = ex.snapshot.prices.usage_cost(d, usage)
+            kind = failure.kind if isinstance(failure, ProviderError) else None
+            self.loop.record(d, ex.trace, AttemptResult(
+                deployment=d.name, ok=failure is None or kind is None, latency_s=latency,
+                error_kind=kind, ttft_s=s.ttft_s, output_tokens=usage.output_tokens))
+            await ex.settle(d, usage, cost)
+            if failure is None:
+                s.trace.end(response_model=acc.model or d.model, input_tokens=usage.input_tokens,
+                            output_tokens=usage.output_tokens, finish_reasons=[acc.finish or "stop"],
+                            cost_usd=cost, ttft_s=s.ttft_s, output_text=acc.text())
+                ex.trace.end(deployment=d.name, attempts=len(ok.attempts), cost_usd=cost,
+                             fallback_used=_fell_back(ok), input_tokens=usage.input_tokens,
+                             output_tokens=usage.output_tokens)
+            else:
+                s.trace.fail(failure, error_type=_error_type(failure))
+                ex.trace.fail(failure, error_type=_error_type(failure))
+                with contextlib.suppress(Exception):
+                    await _aclose(s.pieces)
+        yield StreamChunk(deployment=d.name, done=True, id=acc.id or _new_id(), route=ex.decision.route.name,
+                          finish_reason=acc.finish, message=acc.message(), usage=usage, cost_usd=cost,
+                          latency_ms=latency * 1000, attempts=ok.attempts)
+
+    # -- embeddings ------------------------------------------------------------------------
+
+    async def embed(self, inputs: Sequence[str], ctx: RequestContext) -> EmbeddingResponse:
+        """Embed `inputs`; one vector per input, in order."""
+        ex = await self._open(ctx)
+
+        async def call(d: Deployment, timeout: float) -> tuple[list[list[float]], str, Usage, float]:
+            at = ex.start_attempt(d, {}, None)
+            try:
+                r = await self.backend.embed(d, inputs, timeout_s=timeout)
+            except BaseException as exc:
+                at.fail(exc, error_type=_error_type(exc))
+                raise
+            usage = r.usage or Usage(input_tokens=ctx.prompt_tokens, estimated=True)
+            cost = ex.snapshot.prices.usage_cost(d, usage)
+            at.end(response_model=r.model, input_tokens=usage.input_tokens, output_tokens=0, cost_usd=cost)
+            return r.vectors, r.model, usage, cost
+
+        ok = await ex.run(call)
+        vectors, model, usage, cost = ok.value
+        await ex.settle(ok.deployment, usage, cost)
+        ex.trace.end(deployment=ok.deployment.name, attempts=len(ok.attempts), cost_usd=cost,
+                     fallback_used=_fell_back(ok), input_tokens=usage.input_tokens, output_tokens=0)
+        return EmbeddingResponse(
+            embeddings=vectors, deployment=ok.deployment.name, model=model, provider=ok.deployment.provider,
+            route=ex.decision.route.name, usage=usage, cost_usd=cost,
+            latency_ms=(self.clock() - ok.started) * 1000, attempts=ok.attempts,
+        )
+
+    # -- shared ----------------------------------------------------------------------------
+
+    async def _open(self, ctx: RequestContext) -> _Exchange:
+        """Decide, open the trace and reserve: everything before the first attempt."""
+        decision = self.decide(ctx)
+        ctx = decision.ctx
+        trace = self.telemetry.start_request(operation=ctx.operation, tenant=ctx.tenant, route=decision.route.name)
+        trace.decision(rule=decision.rule.label if decision.rule else None, route=decision.route.name,
+                       strategy=decision.route.strategy.name, candidates=[d.name for d in decision.plan.order])
+        ex = _Exchange(self, decision, trace)
+        await ex.reserve()
+        return ex
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """One request in flight: its decision, trace, reservation and attempt count."""
+
+    pipeline: Pipeline
+    decision: Decision
+    trace: RequestTrace
+    reservation: Reservation | None = None
+    attempts: int = 0
+    settled: bool = field(default=False)
+
+    @property
+    def snapshot(self) -> Any:
+        return self.decision.snapshot
+
+    def params(self, request: ChatRequest) -> dict[str, Any]:
+        """The caller's parameters, with the route's defaults where the caller set none."""
+        params = dict(request.params)
+        spec = self.decision.route.spec
+        if spec.max_tokens is not None and "max_tokens" not in params and "max_completion_tokens" not in params:
+            params["max_tokens"] = spec.max_tokens
+        if spec.temperature is not None and "temperature" not in params:
+            params["temperature"] = spec.temperature
+        return params
+
+    def output_budget(self, default: int) -> int:
+        ctx = self.decision.ctx
+        return ctx.max_tokens if ctx.max_tokens is not None else default
+
+    def start_attempt(
+        self, d: Deployment, params: Mapping[str, Any], messages: Sequence[Mapping[str, Any]] | None
+    ) -> AttemptTrace:
+        self.attempts += 1
+        return self.trace.start_attempt(deployment=d, attempt=self.attempts, request_params=params,
+                                        messages=messages)
+
+    async def run(self, call: AttemptCall[T], *, record_success: bool = True) -> Success[T]:
+        """The attempt loop; on failure (or cancellation) the reservation is refunded and the trace closed."""
+        try:
+            return await self.pipeline.loop.run(self.decision.plan, self.decision.ctx, call, self.trace,
+                                                record_success=record_success)
+        except BaseException as exc:
+            await self.refund()
+            self.trace.fail(exc, error_type=_error_type(exc))
+            raise
+
+    async def reserve(self) -> None:
+        p, ctx = self.pipeline, self.decision.ctx
+        tenants = self.decision.snapshot.tenants
+        if p.quota is None or tenants is None:
+            self.trace.quota(decision="skipped")
+            return
+        first = self.decision.plan.order[0]
+        out = ctx.max_tokens if ctx.max_tokens is not None else (
+            0 if ctx.operation == "embeddings" else p.settings.default_max_tokens)
+        try:
+            self.reservation = await p.quota.reserve(
+                tenants, tenant=ctx.tenant, route=self.decision.route.name, deployment=first.name,
+                est_tokens=ctx.prompt_tokens + out,
+                est_cost_usd=self.decision.snapshot.prices.cost(first, ctx.prompt_tokens, out),
+            )
+        except RouterError as exc:
+            self.trace.quota(decision="rejected", limit=getattr(exc, "limit", None))
+            self.trace.fail(exc, error_type=_error_type(exc))
+            raise
+        self.trace.quota(decision="reserved")
+
+    async def settle(self, d: Deployment, usage: Usage, cost: float) -> None:
+        p = self.pipeline
+        if self.reservation is not None and p.quota is not None and not self.settled:
+            self.settled = True
+            await p.quota.settle(self.reservation, tokens=usage.total_tokens, cost_usd=cost, deployment=d.name)
+
+    async def refund(self) -> None:
+        p = self.pipeline
+        if self.reservation is not None and p.quota is not None and not self.settled:
+            self.settled = True
+            await p.quota.refund(self.reservation)
+
+
+@dataclass(slots=True)
+class _OpenStream:
+    pieces: AsyncIterator[StreamPiece]
+    first: StreamPiece | None
+    trace: AttemptTrace
+    started: float
+    ttft_s: float
+
+
+@dataclass(slots=True)
+class _Call:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class _Assembler:
+    """Builds the streamed answer: text, tool calls, usage (estimated when the provider sent none)."""
+
+    def __init__(self, prompt_tokens: int) -> None:
+        self._text: list[str] = []
+        self._calls: dict[int, _Call] = {}
+        self._usage: Usage | None = None
+        self._prompt_tokens = prompt_tokens
+        self.finish: str | None = None
+        self.model: str | None = None
+        self.id: str | None = None
+
+    def add(self, piece: StreamPiece, deployment: str) -> StreamChunk | None:
+        self.finish = piece.finish_reason or self.finish
+        self.model = piece.model or self.model
+        self.id = self.id or piece.id
+        if piece.usage is not None:
+            self._usage = piece.usage
+        for c in piece.tool_calls:
+            call = self._calls.setdefault(c.index, _Call())
+            call.id = c.id or call.id
+            call.name = c.name or call.name
+            call.arguments.append(c.arguments)
+        if piece.delta:
+            self._text.append(piece.delta)
+        if not piece.delta and not piece.tool_calls:
+            return None
+        return StreamChunk(delta=piece.delta, tool_calls=piece.tool_calls, deployment=deployment)
+
+    def text(self) -> str:
+        return "".join(self._text)
+
+    def message(self) -> AssistantMessage:
+        calls = tuple(
+            ToolCall(id=c.id, function=FunctionCall(name=c.name, arguments="".join(c.arguments)))
+            for _, c in sorted(self._calls.items())
+        )
+        return AssistantMessage(content="".join(self._text) if self._text or not calls else None,
+                                tool_calls=calls or None)
+
+    def usage(self) -> Usage:
+        return self._usage or _estimate(self._prompt_tokens, self.message())
+
+
+def _estimate(prompt_tokens: int, message: AssistantMessage) -> Usage:
+    """Usage the provider did not report: the prompt as counted, the answer from its text and tool calls."""
+    out = count_text(message.content or "")
+    for call in message.tool_calls or ():
+        out += 3 + count_text(call.function.name) + count_text(call.function.arguments)
+    return Usage(input_tokens=prompt_tokens, output_tokens=max(out, 1), estimated=True)
+
+
+def _fell_back(ok: Success[Any]) -> bool:
+    attempts: tuple[Attempt, ...] = ok.attempts
+    return bool(attempts) and attempts[0].deployment != ok.deployment.name
+
+
+def _new_id() -> str:
+    return f"chatcmpl-router-{uuid.uuid4().hex}"
+
+
+async def _aclose(pieces: AsyncIterator[StreamPiece]) -> None:
+    if isinstance(pieces, AsyncGenerator):
+        await pieces.aclose()
+
+
+def _error_type(exc: BaseException) -> str:
+    if isinstance(exc, ProviderError):
+        return exc.kind
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return type(exc).__name__
+
+
+def prompt_tokens(request: ChatRequest) -> int:
+    """Tokens the request's prompt takes (messages and tool definitions)."""
+    return count_tokens(request.messages, request.params.get("tools"))
