@@ -246,7 +246,8 @@ def _usage(raw: Any) -> Usage | None:
 
 def _stream_piece(chunk: Any) -> StreamPiece | None:
     choices = getattr(chunk, "choices", None) or []
-    delta, finish, calls = "", None, ()
+    delta, finish = "", None
+    calls: tuple[ToolCallDelta, ...] = ()
     if choices:
         d = getattr(choices[0], "delta", None)
         delta = getattr(d, "content", None) or ""

@@ -18,18 +18,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from router.demo import DemoStats
     from router.explain import Explanation
     from router.health import DeploymentHealth
 
 __all__ = [
-    "Column", "Output", "Table", "fmt_ms", "fmt_usd", "print_call", "print_demo_summary",
+    "Column", "Output", "Table", "columns", "fmt_ms", "fmt_usd", "print_call",
     "print_explanation", "print_health", "rich_available",
 ]
 
@@ -212,7 +209,7 @@ def print_explanation(e: Explanation, out: Output) -> None:
         out.line(f"tenant: {e.tenant_note}", style="red")
     out.line("")
     out.table(Table(
-        "Candidates", _columns("route deployment kept reason score> circuit $/Mtok> quality> context>"),
+        "Candidates", columns("route deployment kept reason score> circuit $/Mtok> quality> context>"),
         [[c.route, c.deployment, "yes" if c.kept else "no", c.reason,
           "-" if c.score is None else f"{c.score:.4g}", c.circuit, f"{c.price_per_mtok:.2f}",
           f"{c.quality:.2f}", f"{c.context_window:,}"] for c in e.candidates],
@@ -243,7 +240,7 @@ def print_health(health: list[DeploymentHealth], out: Output) -> None:
 
     out.table(Table(
         "Deployments",
-        _columns("deployment state available p50_ms> p95_ms> p99_ms> error_rate> calls> in_flight> retry_in>"),
+        columns("deployment state available p50_ms> p95_ms> p99_ms> error_rate> calls> in_flight> retry_in>"),
         [[h.name, h.state.value, "yes" if h.available else "no", fmt_ms(h.p50_ms), fmt_ms(h.p95_ms),
           fmt_ms(h.p99_ms), f"{h.error_rate:.0%}", str(h.calls_in_window), str(h.in_flight), retry(h)]
          for h in health],
@@ -251,51 +248,6 @@ def print_health(health: list[DeploymentHealth], out: Output) -> None:
         caption="calls and error rate over the breaker's window (30 s by default)"))
 
 
-def print_demo_summary(stats: DemoStats, out: Output) -> None:
-    """The demo's closing report: totals, then deployments, tenants and circuit changes."""
-    done, ok, failed, rejected, fallbacks, spend = stats.totals()
-    out.line("")
-    out.line(f"{done} requests in {stats.elapsed():.1f}s: {ok} ok, {failed} failed, {rejected} "
-             f"rejected by quota; {fallbacks} served by a fallback; spend {fmt_usd(spend)}", style="bold")
-    out.line("routes: " + ", ".join(f"{r} {n}" for r, n in stats.routes.most_common()))
-    if stats.failures:
-        out.line("failures: " + ", ".join(f"{k} {n}" for k, n in stats.failures.most_common()))
-    out.line("")
-    deps = [(name, stats.deployments[name], sorted(stats.deployments[name].latencies_ms))
-            for name in sorted(stats.deployments)]
-    out.table(Table(
-        "Deployments",
-        _columns("deployment calls> ok> errors> skipped> fallback> p50_ms> p95_ms> cost> circuit "
-                 "sim_faults> error_kinds"),
-        [[name, str(d.calls), str(d.ok), str(sum(d.errors.values())), str(d.skipped), str(d.fallbacks),
-          fmt_ms(_pct(lat, 0.5)), fmt_ms(_pct(lat, 0.95)), fmt_usd(d.cost),
-          stats.final_health.get(name, "-"), str(stats.sim_faults.get(name, 0)), _top(d.errors, 3)]
-         for name, d, lat in deps],
-        ["red" if stats.final_health.get(name, "closed") != "closed" else None for name, _, _ in deps],
-        caption="calls: attempts sent; skipped: passed over while its circuit was open or it was "
-                "cooling after a 429; fallback: requests it served after another one failed or was skipped"))
-    out.table(Table(
-        "Tenants", _columns("tenant requests> ok> failed> rejected> tokens> spend> rejected_by"),
-        [[name, str(t.requests), str(t.ok), str(t.failed), str(sum(t.rejected.values())),
-          f"{t.tokens:,}", fmt_usd(t.spend), _top(t.rejected, 4)]
-         for name, t in sorted(stats.tenants.items())]))
-    out.table(Table(
-        "Circuit state changes", _columns("at> deployment change reason"),
-        [[f"{at:.1f}s", name, f"{old} {out.arrow} {new}", reason]
-         for at, name, old, new, reason in stats.circuits] or [["-", "none", "", ""]]))
-
-
-def _columns(spec: str) -> list[Column]:
+def columns(spec: str) -> list[Column]:
     """`"name calls>"` -> a left-aligned "name" and a right-aligned "calls" (`_` is a space)."""
     return [Column(w.rstrip(">").replace("_", " "), right=w.endswith(">")) for w in spec.split()]
-
-
-def _top(counts: Counter[str], n: int) -> str:
-    return ", ".join(f"{k} {v}" for k, v in counts.most_common(n))
-
-
-def _pct(values: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile of sorted values; None when empty."""
-    if not values:
-        return None
-    return values[min(len(values) - 1, max(0, round(q * len(values) + 0.5) - 1))]

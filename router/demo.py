@@ -22,21 +22,21 @@ import itertools
 import os
 import random
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
 from router import backend
-from router.cli_render import Output, fmt_usd, print_demo_summary
+from router.cli_render import Output
 from router.client import Router
 from router.context import RequestContext
+from router.demo_report import DemoStats, print_demo_summary
 from router.errors import ConfigError, ConfigIssue, QuotaExceeded, RouterError, TenantNotAllowed
 from router.factory import StateListener, create_default_router
 from router.health import BreakerConfig, CircuitState
-from router.models import Attempt, LLMMessage
+from router.models import LLMMessage
 from router.policy.reload import ConfigFiles
 from router.settings import RouterSettings
 from router.sim import Fault, SimModel, SimServer
@@ -318,106 +318,3 @@ async def _progress(router: Router, stats: DemoStats, out: Output, duration_s: f
 
 
 # -- what happened -------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _PerDeployment:
-    calls: int = 0
-    ok: int = 0
-    skipped: int = 0
-    fallbacks: int = 0
-    cost: float = 0.0
-    errors: Counter[str] = field(default_factory=Counter)
-    latencies_ms: list[float] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _PerTenant:
-    requests: int = 0
-    ok: int = 0
-    failed: int = 0
-    tokens: int = 0
-    spend: float = 0.0
-    rejected: Counter[str] = field(default_factory=Counter)
-
-
-class DemoStats:
-    """Counts per deployment, tenant and route, and the circuit changes, as they happen."""
-
-    def __init__(self, *, clock: Callable[[], float]) -> None:
-        self.clock = clock
-        self.t0 = clock()
-        self.planned = 0
-        self.deployments: dict[str, _PerDeployment] = {}
-        self.tenants: dict[str, _PerTenant] = {}
-        self.routes: Counter[str] = Counter()
-        self.failures: Counter[str] = Counter()
-        self.circuits: list[tuple[float, str, str, str, str]] = []
-        self.sim_faults: dict[str, int] = {}
-        self.final_health: dict[str, str] = {}
-        self.ended_s = 0.0
-
-    def start(self, planned: int) -> None:
-        self.t0, self.planned = self.clock(), planned
-
-    def elapsed(self) -> float:
-        return self.clock() - self.t0
-
-    def _tenant(self, name: str) -> _PerTenant:
-        t = self.tenants.setdefault(name, _PerTenant())
-        t.requests += 1
-        return t
-
-    def _attempts(self, attempts: Sequence[Attempt]) -> None:
-        for a in attempts:
-            d = self.deployments.setdefault(a.deployment, _PerDeployment())
-            if a.outcome == "skipped":
-                d.skipped += 1
-                continue
-            d.calls += 1
-            if a.outcome == "ok":
-                d.ok += 1
-                d.latencies_ms.append(a.latency_ms)
-            else:
-                d.errors[a.error_type or "error"] += 1
-
-    def served(self, tenant: str, route: str, deployment: str, attempts: Sequence[Attempt],
-               tokens: int, cost: float, stream_latency_ms: float | None) -> None:
-        t = self._tenant(tenant)
-        t.ok, t.tokens, t.spend = t.ok + 1, t.tokens + tokens, t.spend + cost
-        self.routes[route] += 1
-        self._attempts(attempts)
-        d = self.deployments.setdefault(deployment, _PerDeployment())
-        d.cost += cost
-        if attempts and attempts[0].deployment != deployment:
-            d.fallbacks += 1
-        if stream_latency_ms is not None and d.latencies_ms:
-            d.latencies_ms[-1] = stream_latency_ms  # a stream's whole time, not its first token
-
-    def rejected(self, tenant: str, limit: str) -> None:
-        self._tenant(tenant).rejected[limit] += 1
-
-    def failed(self, tenant: str, kind: str, attempts: Sequence[Attempt]) -> None:
-        self._tenant(tenant).failed += 1
-        self.failures[kind] += 1
-        self._attempts(attempts)
-
-    def cancelled(self, tenant: str) -> None:
-        self.failed(tenant, "cancelled at the end", ())
-
-    def circuit_changed(self, name: str, old: str, new: str, reason: str) -> None:
-        self.circuits.append((self.elapsed(), name, old, new, reason))
-
-    def totals(self) -> tuple[int, int, int, int, int, float]:
-        """(done, ok, failed, rejected, served by a fallback, spend)."""
-        ts = self.tenants.values()
-        ok, failed = sum(t.ok for t in ts), sum(t.failed for t in ts)
-        rejected = sum(sum(t.rejected.values()) for t in ts)
-        fallbacks = sum(d.fallbacks for d in self.deployments.values())
-        return ok + failed + rejected, ok, failed, rejected, fallbacks, sum(t.spend for t in ts)
-
-    def progress_line(self, duration_s: float, opened: Sequence[str]) -> str:
-        done, ok, failed, rejected, fallbacks, spend = self.totals()
-        return (f"{min(self.elapsed(), duration_s):5.1f}/{duration_s:g}s  done {done}/{self.planned}"
-                f"  ok {ok}  errors {failed}  quota {rejected}  fallbacks {fallbacks}"
-                f"  open circuits: {', '.join(opened) or 'none'}  spend {fmt_usd(spend)}")

@@ -29,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from router.errors import InvalidRequest
 from router.models import LLMMessage
 
-_NO_NAN = {"allow_inf_nan": False}
 
 #: Call arguments that would name an endpoint or a credential: refused, whatever their value.
 REFUSED_PARAMS = frozenset({
@@ -178,8 +177,8 @@ class ResponseFormat(_Spec):
         return self
 
 
-Probability = Annotated[float, Field(ge=0, le=1, **_NO_NAN)]
-Penalty = Annotated[float, Field(ge=-2, le=2, **_NO_NAN)]
+Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Penalty = Annotated[float, Field(ge=-2, le=2, allow_inf_nan=False)]
 
 
 class ChatParams(_Spec):
@@ -195,14 +194,14 @@ class ChatParams(_Spec):
     n: int | None = Field(default=None, ge=1, le=128)
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100, **_NO_NAN)]] | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100, allow_inf_nan=False)]] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     user: str | None = Field(default=None, max_length=512)
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2, **_NO_NAN)
+    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
     extra_body: dict[str, Any] | None = None
 
     def check_consistent(self) -> None:
