@@ -95,6 +95,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 RouterFactory = Callable[..., Awaitable[Router]]
 
 
+class FakeClock:
+    """A monotonic clock that moves only when a test says so: no test sleeps or depends on speed."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fresh `FakeClock` at t=1000 s."""
+    return FakeClock()
+
+
 @pytest.fixture
 async def make_router(tmp_path: Path, fresh_sim: SimServer) -> AsyncIterator[RouterFactory]:
     """Write a policy (and optionally tenants) next to the sim's deployments and build a router."""

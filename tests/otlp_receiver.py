@@ -113,8 +113,9 @@ class OtlpReceiver:
         """A receiver speaking OTLP/gRPC on 127.0.0.1:<free port>."""
         receiver = cls("grpc")
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceServicer(receiver), server)
-        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsServicer(receiver), server)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceServicer(receiver), server)  # type: ignore[no-untyped-call]
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(  # type: ignore[no-untyped-call]
+            _MetricsServicer(receiver), server)
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         receiver.endpoint = f"http://127.0.0.1:{port}"

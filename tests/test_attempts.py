@@ -65,7 +65,7 @@ def scripted(script: dict[str, list[ProviderError | str]], clock: FakeTime, cost
 
 
 def make_loop(clock: FakeTime, **breaker: object) -> AttemptLoop:
-    health = HealthTracker(BreakerConfig(**breaker), clock=clock)  # type: ignore[arg-type]
+    health = HealthTracker(BreakerConfig(**breaker), clock=clock)
     return AttemptLoop(health=health, clock=clock, rng=random.Random(0), sleep=clock.sleep)
 
 

@@ -21,20 +21,10 @@ from router.health import (
     parse_retry_after,
 )
 from router.health_store import MemorySharedHealth
+from tests.conftest import FakeClock
 
 OPEN, CLOSED, HALF_OPEN = CircuitState.OPEN, CircuitState.CLOSED, CircuitState.HALF_OPEN
 D = "dep"
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 Change = tuple[str, CircuitState, CircuitState, str]

@@ -15,23 +15,13 @@ import pytest
 
 from router.health import AttemptResult, BreakerConfig, CircuitState, HealthTracker
 from router.health_store import RedisSharedHealth
+from tests.conftest import FakeClock
 
 redis_asyncio = pytest.importorskip("redis.asyncio")
 
 REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DOWN_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 D = "dep"
-
-
-class FakeClock:
-    def __init__(self, now: float = 500.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -8,18 +8,11 @@ from router.policy.reload import PolicySource
 from router.policy.snapshot import compile_snapshot
 from router.probes import Prober
 from router.schema import Deployment, PolicyFile, Probe, Route
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import FakeClock
 
 
 def setup(fail: list[bool]) -> tuple[Prober, HealthTracker, FakeClock, list[str]]:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     deployments = [Deployment(name="p", model="openai/p", probe=Probe(interval_s=2)),
                    Deployment(name="q", model="openai/q")]
     snap = compile_snapshot(deployments, "d.yaml", [("p.yaml", PolicyFile(routes={"r": Route(targets=("p", "q"))}))])
