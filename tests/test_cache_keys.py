@@ -109,7 +109,7 @@ class TestSplitBatch:
         assert plan.assemble(["A", "C"]) == [("A", False), ("B", True), ("C", False), ("D", True)]
 
     def test_a_key_repeated_in_a_batch_is_computed_once(self) -> None:
-        plan = split_batch(["x", "y", "x", "x"], {})
+        plan = split_batch(["x", "y", "x", "x"], dict[str, str]())
         assert plan.missing == (0, 1)
         assert [v for v, _ in plan.assemble(["X", "Y"])] == ["X", "Y", "X", "X"]
 
@@ -120,7 +120,7 @@ class TestSplitBatch:
 
     def test_wrong_number_of_computed_items_is_an_error(self) -> None:
         with pytest.raises(ValueError, match="2 items were missing but 1"):
-            split_batch(["a", "b"], {}).assemble(["A"])
+            split_batch(["a", "b"], dict[str, str]()).assemble(["A"])
 
 
 class TestCacheSpec:

@@ -224,7 +224,7 @@ class ResponseCache:
                 return waited
             return await self._compute(key, compute, route, ttl_s, write=True)
         try:
-            if token:
+            if token and raw is None:
                 # Another process may have stored the entry between our read and our lock.
                 raw = await self.store.get(key)
                 if raw is not None and (found := self._decoded(raw, decode, route)) is not None:
