@@ -20,7 +20,9 @@ one caller rather than the upstream) make the followers try again instead,
 one of them leading. A cancelled leader never passes its cancellation on: its
 followers try again. Errors are never stored.
 
-Followers get the leader's very object, so values should be immutable.
+Followers get the leader's very object, so values should be immutable. They
+get it even when the leader did not store it (`write=False`, or
+`payload=None`): they asked the same question at the same moment.
 
 >>> import asyncio
 >>> from router.cache.memory import MemoryCacheStore
