@@ -174,6 +174,38 @@ class Slo(Spec):
     stat: LatencyStat = "p95"
 
 
+CacheMode = Literal["read_write", "read_only", "write_only", "off"]
+
+
+class CacheSpec(Spec):
+    """A route's response cache (`router.cache`): off unless ops turn it on.
+
+    `read_write` answers from the cache and stores new answers; `read_only`
+    answers from it but stores nothing; `write_only` always calls a provider
+    and stores the answer (to warm a cache). Entries live `ttl_s` seconds.
+    Entries are kept per tenant unless `shared_across_tenants`; with
+    `deterministic_only`, only requests whose answer does not vary (temperature
+    0 or a fixed seed) are cached. Example::
+
+        cache: {mode: read_write, ttl_s: 600}
+    """
+
+    mode: CacheMode = "off"
+    ttl_s: PositiveFloat = 3600.0
+    shared_across_tenants: bool = False
+    deterministic_only: bool = True
+
+    @property
+    def reads(self) -> bool:
+        """Whether a request on this route may be answered from the cache."""
+        return self.mode in ("read_write", "read_only")
+
+    @property
+    def writes(self) -> bool:
+        """Whether a provider's answer on this route is stored."""
+        return self.mode in ("read_write", "write_only")
+
+
 StrategyName = Literal[
     "fallback",
     "cheapest",
@@ -201,6 +233,7 @@ class Route(Spec):
     fallbacks: tuple[str, ...] = ()
     max_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    cache: CacheSpec = CacheSpec()
 
     @field_validator("weights")
     @classmethod

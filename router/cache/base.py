@@ -1,0 +1,91 @@
+"""The contract of a cache store: bytes under string keys, each with its own TTL.
+
+A store knows nothing of requests or routes: `ResponseCache` (in `flight.py`)
+builds keys and payloads and decides what to store. Besides values, a store
+holds short locks, so that of several router processes sharing it only one
+computes an answer while the others wait for its entry (`try_lock`, `peek`,
+`unlock`).
+
+A store never raises for being unreachable: a read is then a miss, a write is
+dropped, `try_lock` lets the caller compute without a lock. A cache is an
+optimisation; it must not fail a request.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """What a store holds and has moved, in bytes of values (after compression for Redis).
+
+    `entries` and `bytes_stored` are None where the store cannot tell cheaply
+    (Redis). `bytes_read`/`bytes_written` count since the store was made;
+    `errors` counts operations that failed and degraded to a miss or no-op.
+    """
+
+    entries: int | None
+    bytes_stored: int | None
+    bytes_read: int
+    bytes_written: int
+    errors: int
+
+
+class CacheStore(ABC):
+    """Bytes under keys, each entry expiring after its own TTL; see the module docstring.
+
+    Keys are the 64-hex-digit strings of `router.cache.keys`; a store may
+    prefix them. TTLs are in seconds and must be positive and finite.
+    """
+
+    #: Where the store lives, without credentials, e.g. "memory://" or "redis://host:6379/0".
+    name: str
+
+    @abstractmethod
+    async def get(self, key: str) -> bytes | None:
+        """The value under `key`, or None if absent, expired or the store is unreachable."""
+
+    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """The values under `keys`, in order (one round trip where the store allows)."""
+        return [await self.get(k) for k in keys]
+
+    @abstractmethod
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        """Store `value` under `key` for `ttl_s` seconds; dropped if the store is unreachable."""
+
+    async def set_many(self, items: Sequence[tuple[str, bytes]], ttl_s: float) -> None:
+        """Store every (key, value) pair for `ttl_s` seconds."""
+        for key, value in items:
+            await self.set(key, value, ttl_s)
+
+    @abstractmethod
+    async def try_lock(self, key: str, ttl_s: float) -> str | None:
+        """Take the compute lock of `key` for `ttl_s` seconds.
+
+        Returns a token to pass to `unlock` when the caller may compute (it
+        took the lock, or the store is unreachable and no lock can be had:
+        then the token is ""), or None when another holder has it.
+        """
+
+    @abstractmethod
+    async def unlock(self, key: str, token: str) -> None:
+        """Release the lock of `key` if `token` still holds it (a lock that expired and
+        was taken by another is left alone)."""
+
+    @abstractmethod
+    async def peek(self, key: str) -> tuple[bytes | None, bool]:
+        """(the value under `key` or None, whether its lock is held), read together.
+
+        An unreachable store answers (None, False), so a waiter stops waiting.
+        """
+
+    @abstractmethod
+    def stats(self) -> StoreStats:
+        """Counts of what the store holds and has moved."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Release connections; the store is not used afterwards."""

@@ -1,0 +1,163 @@
+"""Cache keys: a SHA-256 over a canonical JSON of everything that changes an answer.
+
+A key covers the tenant partition, the route, the request (messages and every
+parameter that changes the output) and the sorted deployments the route may
+serve from, so an answer is never reused across tenants (unless the route
+shares its cache), routes, parameters or a changed set of targets.
+
+Canonical JSON: object keys sorted, no whitespace, floats as their shortest
+repr, tuples as arrays, non-ASCII kept as is. Anything JSON cannot hold
+exactly (bytes, sets, NaN, a non-string object key, an arbitrary object) is
+rejected with `CacheKeyError` naming where it was, rather than being turned
+into a string that two different values might share.
+
+>>> k1 = cache_key(partition="acme", route="default",
+...                request={"messages": [{"role": "user", "content": "hi"}], "temperature": 0},
+...                deployments=["b", "a"])
+>>> k2 = cache_key(partition="acme", route="default",
+...                request={"temperature": 0, "messages": [{"content": "hi", "role": "user"}]},
+...                deployments=["a", "b"])
+>>> k1 == k2, len(k1)
+(True, 64)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+
+#: Bumped when the key document changes shape, so old entries are never read as new.
+KEY_VERSION = 1
+#: The partition of a route whose cache is shared by every tenant.
+SHARED_PARTITION = "*"
+
+JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
+
+
+class CacheKeyError(TypeError):
+    """A request holds a value that has no exact canonical JSON form.
+
+    `path` says where, e.g. `request.messages[0].content`.
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+def _plain(value: object, path: str) -> JSONValue:
+    """`value` as plain JSON types, checked all the way down."""
+    # bool before int: bool is an int subclass, and True must not read as 1.
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise CacheKeyError(path, f"{value!r} is not a finite number")
+        return float(value)
+    if isinstance(value, Mapping):
+        out: dict[str, JSONValue] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise CacheKeyError(path, f"object key {k!r} is a {type(k).__name__}, not a string")
+            out[k] = _plain(v, f"{path}.{k}")
+        return out
+    if isinstance(value, list | tuple):
+        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    raise CacheKeyError(path, f"a {type(value).__name__} is not a JSON value (use str, number, "
+                              "bool, None, list or dict)")
+
+
+def canonical_json(value: object, *, path: str = "value") -> str:
+    """`value` as canonical JSON text; raises `CacheKeyError` for non-JSON values.
+
+    >>> canonical_json({"b": 1.0, "a": [True, None, "é"]})
+    '{"a":[true,null,"é"],"b":1.0}'
+    """
+    return json.dumps(_plain(value, path), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False, allow_nan=False)
+
+
+def _digest(document: Mapping[str, object]) -> str:
+    return hashlib.sha256(canonical_json(document, path="key").encode("utf-8")).hexdigest()
+
+
+def partition_for(tenant: str, *, shared_across_tenants: bool) -> str:
+    """The key partition of `tenant`: its name, or `"*"` when the route shares its cache.
+
+    >>> partition_for("acme", shared_across_tenants=True)
+    '*'
+    """
+    return SHARED_PARTITION if shared_across_tenants else tenant
+
+
+def cache_key(
+    *,
+    partition: str,
+    route: str,
+    request: Mapping[str, object],
+    deployments: Sequence[str],
+) -> str:
+    """The 64-hex-digit key of one chat request.
+
+    `request` holds the messages and every parameter that changes the output
+    (model alias, temperature, max_tokens, tools, response_format, seed, ...),
+    as the caller normalised them; leave out what does not (timeouts, tags,
+    trace ids), or every call becomes a miss. `deployments` is the set the
+    route may serve from; its order does not matter.
+
+    Raises `CacheKeyError` (a `TypeError`) when `request` holds a non-JSON
+    value, naming its path.
+    """
+    return _digest({
+        "v": KEY_VERSION,
+        "kind": "chat",
+        "partition": partition,
+        "route": route,
+        "request": _plain(request, "request"),
+        "deployments": sorted(set(deployments)),
+    })
+
+
+def embedding_key(
+    *,
+    partition: str,
+    route: str,
+    text: str,
+    deployments: Sequence[str],
+    params: Mapping[str, object] | None = None,
+) -> str:
+    """The key of one input text of an embeddings request.
+
+    One key per text, so a batch reuses every text it has seen before and
+    calls a provider for the new ones only. `params` are the model parameters
+    that change a vector (`dimensions`, `encoding_format`, ...).
+    Raises `CacheKeyError` like `cache_key`.
+    """
+    return _digest({
+        "v": KEY_VERSION,
+        "kind": "embedding",
+        "partition": partition,
+        "route": route,
+        "text": text,
+        "params": _plain(params or {}, "params"),
+        "deployments": sorted(set(deployments)),
+    })
+
+
+def is_deterministic(request: Mapping[str, object]) -> bool:
+    """Whether a chat request asks for an answer that does not vary between calls.
+
+    True when `temperature` is 0 or a `seed` is set. A route with `cache.deterministic_only` caches only these; pass the
+    request with the route's own defaults (e.g. its temperature) applied.
+
+    >>> is_deterministic({"temperature": 0}), is_deterministic({"temperature": 0.7})
+    (True, False)
+    """
+    temperature = request.get("temperature")
+    if isinstance(temperature, int | float) and not isinstance(temperature, bool) and temperature == 0:
+        return True
+    return request.get("seed") is not None

@@ -1,0 +1,133 @@
+"""A cache store in this process's memory, bounded by entries and by bytes.
+
+Entries live in a cachetools `TLRUCache`: each carries its own expiry (the TTL
+it was stored with), the least recently used entry goes first when a bound is
+reached, and the clock is injected so tests move time instead of sleeping.
+cachetools bounds one size only, so the byte bound is its `maxsize` (sizes
+from `getsizeof`) and the entry bound is enforced after each insert.
+
+>>> import asyncio
+>>> store = MemoryCacheStore(max_entries=2, max_bytes=10_000)
+>>> asyncio.run(store.set("k", b"v", ttl_s=60))
+>>> asyncio.run(store.get("k"))
+b'v'
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+from urllib.parse import parse_qsl, urlsplit
+
+from cachetools import TLRUCache
+
+from router.cache.base import CacheStore, StoreStats
+
+#: Bytes charged per entry beyond its value: the key and the cache's bookkeeping,
+#: roughly what CPython spends on them, so `max_bytes` bounds real memory.
+ENTRY_OVERHEAD = 256
+DEFAULT_MAX_ENTRIES = 10_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+
+class _Entry(NamedTuple):
+    value: bytes
+    ttl_s: float
+
+
+def _expires(_key: str, entry: _Entry, now: float) -> float:
+    return now + entry.ttl_s
+
+
+def _size(entry: _Entry) -> int:
+    return len(entry.value) + ENTRY_OVERHEAD
+
+
+class MemoryCacheStore(CacheStore):
+    """At most `max_entries` entries and `max_bytes` bytes (values plus
+    `ENTRY_OVERHEAD` each), least recently used evicted first.
+
+    `clock` (seconds, default `time.monotonic`) decides expiry of entries and
+    locks. A value larger than `max_bytes` on its own is not stored. Locks
+    here only matter to several `ResponseCache` objects sharing this store.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_entries < 1 or max_bytes < 1:
+            raise ValueError(f"max_entries and max_bytes must be at least 1, got {max_entries}, {max_bytes}")
+        self.name = "memory://"
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._entries: TLRUCache[str, _Entry] = TLRUCache(
+            maxsize=max_bytes, ttu=_expires, timer=clock, getsizeof=_size
+        )
+        self._locks: dict[str, tuple[str, float]] = {}
+        self._read = 0
+        self._written = 0
+
+    async def get(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._read += len(entry.value)
+        return entry.value
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        if _size(_Entry(value, ttl_s)) > self.max_bytes:
+            return
+        self._entries[key] = _Entry(value, ttl_s)
+        self._written += len(value)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem()
+
+    def _holder(self, key: str) -> str | None:
+        held = self._locks.get(key)
+        if held is None:
+            return None
+        if held[1] <= self._clock():
+            del self._locks[key]
+            return None
+        return held[0]
+
+    async def try_lock(self, key: str, ttl_s: float) -> str | None:
+        if self._holder(key) is not None:
+            return None
+        token = secrets.token_hex(8)
+        self._locks[key] = (token, self._clock() + ttl_s)
+        return token
+
+    async def unlock(self, key: str, token: str) -> None:
+        if token and self._holder(key) == token:
+            del self._locks[key]
+
+    async def peek(self, key: str) -> tuple[bytes | None, bool]:
+        return await self.get(key), self._holder(key) is not None
+
+    def stats(self) -> StoreStats:
+        return StoreStats(entries=len(self._entries), bytes_stored=int(self._entries.currsize),
+                          bytes_read=self._read, bytes_written=self._written, errors=0)
+
+    async def aclose(self) -> None:
+        """Nothing to release: the entries go with the object."""
+
+    @classmethod
+    def from_url(cls, url: str, *, clock: Callable[[], float] | None = None) -> MemoryCacheStore:
+        """`memory://?max_entries=N&max_bytes=M` (both optional positive integers)."""
+        args: dict[str, int] = {}
+        for name, raw in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+            if name not in ("max_entries", "max_bytes"):
+                raise ValueError(f"cache URL {url!r}: unknown option {name!r} (use max_entries, max_bytes)")
+            try:
+                args[name] = int(raw)
+            except ValueError:
+                raise ValueError(f"cache URL {url!r}: {name} must be an integer, got {raw!r}") from None
+        return cls(clock=clock or time.monotonic, **args)

@@ -1,0 +1,93 @@
+"""What the response cache did, per route: events for a meter, counters for tests and status.
+
+`ResponseCache` reports every lookup and write as a `CacheEvent` to its
+`CacheCounters` and to an optional observer (a callable), which is where the
+caller wires OpenTelemetry counters. Attributes stay low-cardinality: the
+route and the event kind, never a key or a tenant.
+
+>>> counters = CacheCounters()
+>>> counters(CacheEvent(route="default", kind="hit", nbytes=2048))
+>>> counters.route("default").hits, counters.route("default").bytes_read
+(1, 2048)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+#: hit: answered from the store at once; coalesced: answered by another caller's
+#: computation (in this process, or another process's entry waited for);
+#: miss: this caller computed; bypass: computed without reading (read=False);
+#: write: an answer was stored; decode_error: a stored entry could not be decoded
+#: (counted as a miss as well).
+EventKind = Literal["hit", "coalesced", "miss", "bypass", "write", "decode_error"]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEvent:
+    """One thing the cache did on `route`; `nbytes` is the payload size (0 when none)."""
+
+    route: str
+    kind: EventKind
+    nbytes: int = 0
+
+
+CacheObserver = Callable[[CacheEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteCounters:
+    """Totals for one route since the counters were made; bytes are uncompressed payload bytes."""
+
+    hits: int = 0
+    coalesced: int = 0
+    misses: int = 0
+    bypasses: int = 0
+    writes: int = 0
+    decode_errors: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+
+    @property
+    def hit_ratio(self) -> float:
+        """(hits + coalesced) / lookups that read the cache, 0.0 before any."""
+        served = self.hits + self.coalesced
+        total = served + self.misses
+        return served / total if total else 0.0
+
+
+_FIELD: dict[EventKind, str] = {
+    "hit": "hits",
+    "coalesced": "coalesced",
+    "miss": "misses",
+    "bypass": "bypasses",
+    "write": "writes",
+    "decode_error": "decode_errors",
+}
+
+
+class CacheCounters:
+    """A `CacheObserver` that keeps `RouteCounters` per route."""
+
+    def __init__(self) -> None:
+        self._routes: dict[str, RouteCounters] = {}
+
+    def __call__(self, event: CacheEvent) -> None:
+        now = self._routes.get(event.route, RouteCounters())
+        name = _FIELD[event.kind]
+        changes: dict[str, int] = {name: getattr(now, name) + 1}
+        if event.kind in ("hit", "coalesced"):
+            changes["bytes_read"] = now.bytes_read + event.nbytes
+        elif event.kind == "write":
+            changes["bytes_written"] = now.bytes_written + event.nbytes
+        self._routes[event.route] = replace(now, **changes)
+
+    def route(self, route: str) -> RouteCounters:
+        """The totals of `route` (all zero if it has seen no event)."""
+        return self._routes.get(route, RouteCounters())
+
+    def routes(self) -> dict[str, RouteCounters]:
+        """Totals of every route that has seen an event."""
+        return dict(self._routes)
