@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from typing import Any
 
 from router.backend import DEFAULT_BACKEND, Backend
+from router.cache import ResponseCache
 from router.context import RequestContext
 from router.errors import InvalidRequest, RouterError, StreamInterrupted
 from router.health import DeploymentHealth, HealthTracker
@@ -22,6 +23,7 @@ from router.pipeline import Pipeline, prompt_tokens
 from router.policy.reload import PolicySource, ReloadResult
 from router.quota import QuotaManager, TenantUsage
 from router.request import MessagesIn, build_chat_request
+from router.response_cache import CacheMode
 from router.routing import Decision
 from router.settings import RouterSettings
 from router.tokens import count_tokens
@@ -45,6 +47,7 @@ class Router:
         quota: QuotaManager | None = None,
         telemetry: Telemetry | None = None,
         backend: Backend = DEFAULT_BACKEND,
+        cache: ResponseCache | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -58,7 +61,9 @@ class Router:
         self.clock = clock
         self.rng = rng or random.Random(self.settings.seed)
         self.pipeline = Pipeline(source, settings=self.settings, health=self.tracker, quota=quota,
-                                 telemetry=self.telemetry, backend=backend, clock=clock, rng=self.rng, sleep=sleep)
+                                 telemetry=self.telemetry, backend=backend, clock=clock, rng=self.rng, sleep=sleep,
+                                 cache=cache)
+        self.cache = cache
         self._on_close = list(on_close)
         self._closed = False
 
@@ -73,6 +78,7 @@ class Router:
         tags: Sequence[str] = (),
         metadata: Mapping[str, str] | None = None,
         model: str | None = None,
+        cache: CacheMode = "default",
         **params: Any,
     ) -> LLMResponse:
         """Send a chat request through the route its rules pick.
@@ -81,7 +87,9 @@ class Router:
         (dicts or `LLMMessage`); `params` are the OpenAI chat parameters
         (`tools`, `tool_choice`, `response_format`, `temperature`, `max_tokens`,
         `seed`, `stop`, `n`, `extra_body`, ...). `tenant`, `route`, `tags`,
-        `metadata` and `model` (an alias) steer routing. Raises
+        `metadata` and `model` (an alias) steer routing. `cache` is "default",
+        "no-cache" (skip the lookup) or "no-store" (do not keep the answer); it
+        matters only on routes whose `cache:` is on. Raises
         `InvalidRequest` naming the field before any call for bad input,
         `QuotaExceeded`, `NoRouteAvailable`, `AllAttemptsFailed` or
         `DeadlineExceeded`.
@@ -93,7 +101,7 @@ class Router:
         request = build_chat_request(messages, params)
         ctx = self.pipeline.context(request, tenant=tenant, route=route, tags=tags, metadata=metadata,
                                     model=model, prompt_tokens=prompt_tokens(request))
-        return await self.pipeline.chat(request, ctx)
+        return await self.pipeline.chat(request, ctx, cache=cache)
 
     async def complete(self, prompt: str, *, system: str | None = None, **kwargs: Any) -> LLMResponse:
         """One prompt in, one answer out: `chat` with a user message (and an optional system one)."""
@@ -112,6 +120,7 @@ class Router:
         tags: Sequence[str] = (),
         metadata: Mapping[str, str] | None = None,
         model: str | None = None,
+        cache: CacheMode = "default",
         **params: Any,
     ) -> AsyncIterator[StreamChunk]:
         """Stream the answer: text `delta`s and `tool_calls` fragments; the last chunk has
@@ -125,7 +134,7 @@ class Router:
         request = build_chat_request(messages, params, stream=True)
         ctx = self.pipeline.context(request, tenant=tenant, route=route, tags=tags, metadata=metadata,
                                     model=model, prompt_tokens=prompt_tokens(request))
-        async for chunk in self.pipeline.stream(request, ctx):
+        async for chunk in self.pipeline.stream(request, ctx, cache=cache):
             yield chunk
 
     async def embed(
@@ -137,6 +146,7 @@ class Router:
         tags: Sequence[str] = (),
         metadata: Mapping[str, str] | None = None,
         model: str | None = None,
+        cache: CacheMode = "default",
     ) -> EmbeddingResponse:
         """Embed one text or many; `embeddings[i]` belongs to input i.
 
@@ -146,7 +156,7 @@ class Router:
         tokens = count_tokens([{"role": "user", "content": t} for t in inputs])
         ctx = self.pipeline.context(None, operation="embeddings", tenant=tenant, route=route, tags=tags,
                                     metadata=metadata, model=model, prompt_tokens=tokens)
-        return await self.pipeline.embed(inputs, ctx)
+        return await self.pipeline.embed(inputs, ctx, cache=cache)
 
     def decide(self, ctx: RequestContext) -> Decision:
         """Pick rule, route and attempt order for `ctx` from the serving snapshot."""
@@ -184,6 +194,8 @@ class Router:
         await self.tracker.aclose()
         if self.quota is not None:
             await self.quota.aclose()
+        if self.cache is not None:
+            await self.cache.store.aclose()
         for close in self._on_close:
             await close()
 

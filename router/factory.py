@@ -21,6 +21,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 
 from router import backend
+from router.cache import ResponseCache, cache_store_from_url
 from router.client import Router
 from router.errors import ConfigError, ConfigIssue
 from router.health import CircuitState, HealthTracker
@@ -136,7 +137,8 @@ async def create_default_router(
 
     health = build_health(settings, clock=clock, on_state_change=on_state_change)
     quota = QuotaManager(store_from_url(settings.quota_store_url), clock=time.time)
-    router = Router(source, settings=settings, health=health, quota=quota, telemetry=telemetry,
+    cache = ResponseCache(cache_store_from_url(settings.cache_store_url), observer=telemetry.cache_event)
+    router = Router(source, settings=settings, health=health, quota=quota, telemetry=telemetry, cache=cache,
                     clock=clock, rng=rng, sleep=sleep, on_close=closers)
     source.start_watching(settings.reload_interval_s)
     prober = Prober(source, health, call=send_probe, clock=clock)

@@ -23,8 +23,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from router import response_cache as rc
 from router.attempts import AttemptCall, AttemptLoop, Success
 from router.backend import DEFAULT_BACKEND, Backend, ChatResult, StreamPiece
+from router.cache import Computed, ResponseCache
 from router.context import RequestContext
 from router.errors import ProviderError, RouterError
 from router.health import AttemptResult, HealthTracker
@@ -68,8 +70,10 @@ class Pipeline:
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.source = source
+        self.cache = cache
         self.settings = settings
         self.health = health
         self.quota = quota
@@ -100,11 +104,36 @@ class Pipeline:
     # -- chat ------------------------------------------------------------------------------
 
     async def chat(
-        self, request: ChatRequest, ctx: RequestContext, *, messages_for: MessagesFor | None = None
+        self, request: ChatRequest, ctx: RequestContext, *, messages_for: MessagesFor | None = None,
+        cache: str = "default",
     ) -> LLMResponse:
-        """One non-streamed chat completion through the attempt loop."""
+        """One non-streamed chat completion: from the cache when the route's `cache:` allows,
+        else through the attempt loop (identical requests in flight share one call)."""
         ex = await self._open(ctx)
         params = ex.params(request)
+        plan = self._cache_plan(ex, cache, request, params)
+        if plan is None or self.cache is None:
+            return await self._chat_once(ex, request, params, messages_for)
+        started = self.clock()
+
+        async def compute() -> Computed[LLMResponse]:
+            response = await self._chat_once(ex, request, params, messages_for)
+            return Computed(response, payload=rc.encode_chat(response))
+
+        lookup = await ex.guard(self.cache.get_or_compute(
+            rc.chat_key(plan, request, params), compute, decode=rc.decode_chat, route=plan.route,
+            ttl_s=plan.ttl_s, read=plan.read, write=plan.write, lock_ttl_s=plan.lock_ttl_s))
+        ex.trace.cache(hit=lookup.hit)
+        if not lookup.hit:
+            return lookup.value
+        await ex.served_from_cache()
+        return lookup.value.model_copy(update={
+            "cached": True, "cost_usd": 0.0, "attempts": (), "latency_ms": (self.clock() - started) * 1000})
+
+    async def _chat_once(
+        self, ex: _Exchange, request: ChatRequest, params: dict[str, Any], messages_for: MessagesFor | None
+    ) -> LLMResponse:
+        ctx = ex.decision.ctx
         out_budget = ex.output_budget(self.settings.default_max_tokens)
 
         async def call(d: Deployment, timeout: float) -> tuple[ChatResult, Usage, float]:
@@ -138,12 +167,44 @@ class Pipeline:
     # -- stream ----------------------------------------------------------------------------
 
     async def stream(
-        self, request: ChatRequest, ctx: RequestContext, *, messages_for: MessagesFor | None = None
+        self, request: ChatRequest, ctx: RequestContext, *, messages_for: MessagesFor | None = None,
+        cache: str = "default",
     ) -> AsyncIterator[StreamChunk]:
         """Stream deltas. Retries and fallbacks happen before the first piece; a stream
-        cut after it raises `StreamInterrupted`. The last chunk has `done=True`."""
+        cut after it raises `StreamInterrupted`. The last chunk has `done=True`.
+
+        A stream the route's cache holds replays with the same chunks; a complete
+        stream is stored once it ends (streams are not single-flighted)."""
         ex = await self._open(ctx)
         params = ex.params(request)
+        plan = self._cache_plan(ex, cache, request, params)
+        if plan is None or self.cache is None:
+            async for chunk in self._stream_once(ex, request, params, messages_for):
+                yield chunk
+            return
+        key = rc.chat_key(plan, request, params)
+        started = self.clock()
+        stored = await self.cache.peek(key, decode=rc.decode_stream, route=plan.route) if plan.read else None
+        ex.trace.cache(hit=stored is not None)
+        if stored is not None:
+            await ex.served_from_cache()
+            for chunk in stored[:-1]:
+                yield chunk.model_copy(update={"cached": True})
+            yield stored[-1].model_copy(update={"cached": True, "cost_usd": 0.0, "attempts": (),
+                                                "latency_ms": (self.clock() - started) * 1000})
+            return
+        chunks: list[StreamChunk] = []
+        async for chunk in self._stream_once(ex, request, params, messages_for):
+            chunks.append(chunk)
+            yield chunk
+        payload = rc.encode_stream(chunks)
+        if plan.write and payload is not None:
+            await self.cache.put(key, payload, route=plan.route, ttl_s=plan.ttl_s)
+
+    async def _stream_once(
+        self, ex: _Exchange, request: ChatRequest, params: dict[str, Any], messages_for: MessagesFor | None
+    ) -> AsyncIterator[StreamChunk]:
+        ctx = ex.decision.ctx
         out_budget = ex.output_budget(self.settings.default_max_tokens)
 
         async def call(d: Deployment, timeout: float) -> _OpenStream:
@@ -201,9 +262,39 @@ class Pipeline:
 
     # -- embeddings ------------------------------------------------------------------------
 
-    async def embed(self, inputs: Sequence[str], ctx: RequestContext) -> EmbeddingResponse:
-        """Embed `inputs`; one vector per input, in order."""
+    async def embed(self, inputs: Sequence[str], ctx: RequestContext, *, cache: str = "default") -> EmbeddingResponse:
+        """Embed `inputs`; one vector per input, in order. With the route's cache on, each
+        text is looked up alone and only the texts not found are sent."""
         ex = await self._open(ctx)
+        ex.inputs = len(inputs)
+        plan = self._cache_plan(ex, cache, None, {})
+        if plan is None or self.cache is None:
+            return await self._embed_once(ex, inputs)
+        started = self.clock()
+        sent: list[EmbeddingResponse] = []
+
+        async def compute_missing(indices: Sequence[int]) -> list[Computed[list[float]]]:
+            response = await self._embed_once(ex, [inputs[i] for i in indices])
+            sent.append(response)
+            return [Computed(v, payload=rc.encode_vector(v)) for v in response.embeddings]
+
+        lookups = await ex.guard(self.cache.get_or_compute_batch(
+            rc.embedding_keys(plan, inputs), compute_missing, decode=rc.decode_vector, route=plan.route,
+            ttl_s=plan.ttl_s, read=plan.read, write=plan.write))
+        vectors = [lk.value for lk in lookups]
+        ex.trace.cache(hit=not sent)
+        if sent:
+            return sent[0].model_copy(update={"embeddings": vectors})
+        await ex.served_from_cache()
+        first = ex.decision.plan.order[0]
+        return EmbeddingResponse(embeddings=vectors, deployment=first.name, model=first.model,
+                                 provider=first.provider, route=ex.decision.route.name, cached=True,
+                                 latency_ms=(self.clock() - started) * 1000)
+
+    async def _embed_once(self, ex: _Exchange, inputs: Sequence[str]) -> EmbeddingResponse:
+        ctx = ex.decision.ctx
+        tokens = ctx.prompt_tokens if len(inputs) == ex.inputs else count_tokens(
+            [{"role": "user", "content": t} for t in inputs])
 
         async def call(d: Deployment, timeout: float) -> tuple[list[list[float]], str, Usage, float]:
             at = ex.start_attempt(d, {}, None)
@@ -212,7 +303,7 @@ class Pipeline:
             except BaseException as exc:
                 at.fail(exc, error_type=_error_type(exc))
                 raise
-            usage = r.usage or Usage(input_tokens=ctx.prompt_tokens, estimated=True)
+            usage = r.usage or Usage(input_tokens=tokens, estimated=True)
             cost = ex.snapshot.prices.usage_cost(d, usage)
             at.end(response_model=r.model, input_tokens=usage.input_tokens, output_tokens=0, cost_usd=cost)
             return r.vectors, r.model, usage, cost
@@ -229,6 +320,13 @@ class Pipeline:
         )
 
     # -- shared ----------------------------------------------------------------------------
+
+    def _cache_plan(
+        self, ex: _Exchange, mode: str, request: ChatRequest | None, params: Mapping[str, Any]
+    ) -> rc.CachePlan | None:
+        deterministic = request is None or params.get("temperature") == 0 or params.get("seed") is not None
+        return rc.plan_for(ex.decision.route, ex.decision.ctx.tenant, mode, deterministic=deterministic,
+                           n=request.n if request is not None else 1)
 
     async def _open(self, ctx: RequestContext) -> _Exchange:
         """Decide, open the trace and reserve: everything before the first attempt."""
@@ -252,6 +350,8 @@ class _Exchange:
     reservation: Reservation | None = None
     attempts: int = 0
     settled: bool = field(default=False)
+    #: How many embedding inputs `decision.ctx.prompt_tokens` counts.
+    inputs: int = 0
 
     @property
     def snapshot(self) -> Any:
@@ -287,6 +387,23 @@ class _Exchange:
             await self.refund()
             self.trace.fail(exc, error_type=_error_type(exc))
             raise
+
+    async def guard(self, work: Awaitable[T]) -> T:
+        """Await `work` (a cache lookup that may run the attempt loop); if it fails, refund and close the trace."""
+        try:
+            return await work
+        except BaseException as exc:
+            await self.refund()
+            self.trace.fail(exc, error_type=_error_type(exc))
+            raise
+
+    async def served_from_cache(self) -> None:
+        """A hit counts against request rates, not against token or dollar budgets."""
+        p = self.pipeline
+        if self.reservation is not None and p.quota is not None and not self.settled:
+            self.settled = True
+            await p.quota.settle(self.reservation, tokens=0, cost_usd=0.0)
+        self.trace.end(deployment="", attempts=0, fallback_used=False)
 
     async def reserve(self) -> None:
         p, ctx = self.pipeline, self.decision.ctx

@@ -29,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from router.errors import InvalidRequest
 from router.models import LLMMessage
 
-
 #: Call arguments that would name an endpoint or a credential: refused, whatever their value.
 REFUSED_PARAMS = frozenset({
     "api_base", "base_url", "api_key", "api_version", "extra_headers", "headers", "custom_llm_provider",

@@ -41,6 +41,9 @@ class RouterSettings(BaseSettings):
     quota_store_url: str = "memory://"
     #: `memory://` or `redis://...` to share circuit state between replicas.
     health_store_url: str = "memory://"
+    #: `memory://?max_entries=N&max_bytes=M` or `redis://host:port/db?prefix=...` for the response
+    #: cache; a route caches only when its `cache:` says so.
+    cache_store_url: str = "memory://"
     #: Tenant used when a call names none.
     default_tenant: str = "default"
     #: Output tokens reserved for quota when a call sets no max_tokens.

@@ -46,6 +46,7 @@ from opentelemetry.semconv.attributes.exception_attributes import (
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
+from router.cache.metrics import CacheEvent
 from router.context import Operation
 from router.redact import scrub
 from router.schema import Deployment
@@ -136,6 +137,11 @@ class Telemetry:
         if self._metrics is not None:
             self._metrics.circuit_changed(deployment, old, new)
 
+    def cache_event(self, event: CacheEvent) -> None:
+        """Count a response-cache event; fits `ResponseCache(observer=...)`."""
+        if self._metrics is not None:
+            self._metrics.cache_event(event.route, event.kind, event.nbytes)
+
     def policy_reloaded(self, *, ok: bool, version: int, error: str | None = None) -> None:
         """Record a policy reload: a count and a span "router policy.reload", ERROR if rejected."""
         if self._metrics is not None:
@@ -197,6 +203,11 @@ class RequestTrace:
         if self._tel._metrics is not None:
             attrs = self._metric_attrs({"router.quota.limit": limit})
             self._tel._metrics.quota_rejected(attrs, self._context)
+
+    def cache(self, *, hit: bool) -> None:
+        """Record whether the response cache answered (`router.cache.hit`)."""
+        if self._recording:
+            self._span.set_attribute("router.cache.hit", hit)
 
     def event(self, name: str, attributes: Mapping[str, EventValue | None] | None = None) -> None:
         """Add a span event. One named "router.fallback" ({from, to, reason}) also counts
@@ -391,6 +402,9 @@ class _NoopRequestTrace(RequestTrace):
         return None
 
     def quota(self, *, decision: QuotaDecision, limit: str | None = None, retry_after: float | None = None) -> None:
+        return None
+
+    def cache(self, *, hit: bool) -> None:
         return None
 
     def event(self, name: str, attributes: Mapping[str, EventValue | None] | None = None) -> None:

@@ -18,6 +18,8 @@ spec's explicit bucket boundaries given as `explicit_bucket_boundaries_advisory`
 | router.circuit.state | 1 (gauge) | router.deployment; 0 closed, 1 half-open, 2 open |
 | router.circuit.transitions | {transition} | router.deployment, router.circuit.from/.to |
 | router.policy.reloads | {reload} | router.policy.reload.ok |
+| router.cache.events | {event} | router.route, router.cache.event (hit, coalesced, miss, bypass, write, decode_error) |
+| router.cache.bytes | By | router.route, router.cache.event (bytes read on hits, written on writes) |
 
 `router.tenant` joins the router.* request metrics only when the caller opts in.
 
@@ -85,6 +87,8 @@ class RouterMetrics:
         self._quota_rejections = count("router.quota.rejections", unit="{request}")
         self._transitions = count("router.circuit.transitions", unit="{transition}")
         self._reloads = count("router.policy.reloads", unit="{reload}")
+        self._cache_events = count("router.cache.events", unit="{event}", description="Response cache events.")
+        self._cache_bytes = count("router.cache.bytes", unit="By", description="Cache bytes read or written.")
         self._circuits: dict[str, str] = {}
         meter.create_observable_gauge(
             "router.circuit.state",
@@ -138,6 +142,12 @@ class RouterMetrics:
 
     def fallback(self, labels: Attrs, context: Context) -> None:
         self._fallbacks.add(1, labels, context)
+
+    def cache_event(self, route: str, kind: str, nbytes: int) -> None:
+        attrs: Attrs = {"router.route": route, "router.cache.event": kind}
+        self._cache_events.add(1, attrs)
+        if nbytes:
+            self._cache_bytes.add(nbytes, attrs)
 
     def policy_reloaded(self, ok: bool) -> None:
         self._reloads.add(1, {"router.policy.reload.ok": ok})

@@ -144,6 +144,24 @@ class ResponseCache:
             self._emit(route, "decode_error", len(raw))
             return None
 
+    async def peek(self, key: str, *, decode: Callable[[bytes], T], route: str) -> T | None:
+        """The stored value for `key`, or None (counted as a hit or a miss); no single-flight.
+
+        For answers that cannot wait on another call in flight, such as a
+        stream its caller reads as it arrives.
+        """
+        raw = await self.store.get(key)
+        found = self._decoded(raw, decode, route) if raw is not None else None
+        if found is None:
+            self._emit(route, "miss")
+            return None
+        self._emit(route, "hit", len(raw or b""))
+        return found[0]
+
+    async def put(self, key: str, payload: bytes, *, route: str, ttl_s: float) -> None:
+        """Store `payload` under `key` for `ttl_s` seconds (the write side of `peek`)."""
+        await self._store(key, Computed(None, payload=payload), route, ttl_s)
+
     async def get_or_compute(
         self,
         key: str,

@@ -9,7 +9,7 @@ reload builds a new one and swaps the reference.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from router.context import RequestContext
 from router.errors import ConfigError, ConfigIssue
@@ -36,6 +36,8 @@ class CompiledRoute:
     #: a request within both needs no per-candidate check (the common case, O(1)).
     common_capabilities: frozenset[str] = frozenset()
     min_context_window: int = 0
+    #: Every deployment this route and its fallback routes may answer from, sorted (a cache key part).
+    serves_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +194,9 @@ def compile_snapshot(
         )
     if issues:
         raise ConfigError(issues)
+    for name, compiled in list(routes.items()):
+        names = {d.name for r in (name, *compiled.fallback_chain) for d in routes[r].candidates}
+        routes[name] = replace(compiled, serves_from=tuple(sorted(names)))
     assert default_route is not None
     return Snapshot(
         deployments=by_name,

@@ -1,0 +1,110 @@
+"""Where the response cache meets the request path: what may be cached, under which key.
+
+The cache itself (stores, keys, single-flight) is `router.cache`; this module
+decides, per request, whether the route's `cache:` spec applies, builds the
+key from the normalised request, and turns answers into stored bytes and
+back. Never cached: errors, interrupted streams, answers the provider's
+content filter flagged, `n > 1` unless deterministic.
+
+Per request, `cache=` is "default", "no-cache" (skip the read) or
+"no-store" (skip the write), as HTTP's Cache-Control.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from router.cache import CacheKeyError, cache_key, embedding_key, partition_for
+from router.errors import InvalidRequest
+from router.models import LLMResponse, StreamChunk
+from router.policy.snapshot import CompiledRoute
+from router.request import ChatRequest
+from router.schema import CacheSpec
+
+CacheMode = Literal["default", "no-cache", "no-store"]
+CACHE_MODES: frozenset[str] = frozenset({"default", "no-cache", "no-store"})
+
+
+@dataclass(frozen=True, slots=True)
+class CachePlan:
+    """How one request uses the cache: `read` it, `write` it, for `ttl_s` seconds."""
+
+    partition: str
+    route: str
+    deployments: tuple[str, ...]
+    read: bool
+    write: bool
+    ttl_s: float
+    lock_ttl_s: float
+
+
+def plan_for(route: CompiledRoute, tenant: str, mode: str, *, deterministic: bool,
+             n: int = 1) -> CachePlan | None:
+    """The cache plan for a request on `route`, or None when the cache does not apply."""
+    if mode not in CACHE_MODES:
+        raise InvalidRequest(f"must be one of {sorted(CACHE_MODES)}", field="cache")
+    spec: CacheSpec = route.spec.cache
+    if spec.mode == "off":
+        return None
+    if (spec.deterministic_only or n > 1) and not deterministic:
+        return None
+    read = spec.reads and mode != "no-cache"
+    write = spec.writes and mode != "no-store"
+    if not (read or write):
+        return None
+    return CachePlan(partition_for(tenant, shared_across_tenants=spec.shared_across_tenants), route.name,
+                     route.serves_from, read, write, spec.ttl_s, route.spec.deadline_s)
+
+
+def chat_key(plan: CachePlan, request: ChatRequest, params: dict[str, Any]) -> str:
+    """The key of a chat answer: partition, route, messages, every output-changing parameter, deployments."""
+    try:
+        return cache_key(partition=plan.partition, route=plan.route, deployments=plan.deployments,
+                         request={"messages": list(request.messages), "params": params, "stream": request.stream})
+    except CacheKeyError as exc:
+        raise InvalidRequest(str(exc), field=exc.path) from None
+
+
+def embedding_keys(plan: CachePlan, texts: Sequence[str]) -> list[str]:
+    """One key per input text, so a batch with one new text calls the provider for that text only."""
+    return [embedding_key(partition=plan.partition, route=plan.route, text=t, deployments=plan.deployments)
+            for t in texts]
+
+
+def cacheable(response: LLMResponse) -> bool:
+    """False for answers the content filter flagged (another call may answer differently)."""
+    reasons = [c.finish_reason for c in response.choices] or [response.finish_reason]
+    return "content_filter" not in reasons
+
+
+def encode_chat(response: LLMResponse) -> bytes | None:
+    return response.model_dump_json().encode() if cacheable(response) else None
+
+
+def decode_chat(payload: bytes) -> LLMResponse:
+    return LLMResponse.model_validate_json(payload)
+
+
+def encode_stream(chunks: Sequence[StreamChunk]) -> bytes | None:
+    """A complete stream's chunks (the last one `done`); None for a stream not worth keeping."""
+    if not chunks or not chunks[-1].done or chunks[-1].finish_reason == "content_filter":
+        return None
+    return json.dumps([c.model_dump(mode="json") for c in chunks]).encode()
+
+
+def decode_stream(payload: bytes) -> list[StreamChunk]:
+    return [StreamChunk.model_validate(c) for c in json.loads(payload)]
+
+
+def encode_vector(vector: list[float]) -> bytes:
+    return json.dumps(vector).encode()
+
+
+def decode_vector(payload: bytes) -> list[float]:
+    value = json.loads(payload)
+    if not isinstance(value, list):
+        raise ValueError("not a vector")
+    return [float(v) for v in value]
