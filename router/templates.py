@@ -21,8 +21,9 @@ prompts:
 Templates are data, not code. They render in `ImmutableSandboxedEnvironment`
 with `StrictUndefined`, no autoescaping, no loader (no include/import/extends),
 no macros, no globals but a capped `range`, and an allow-list of filters.
-Attribute access is refused outright: `x.y`, `x.__class__`, `cycler.__init__`
-are rejected at load with file and line; look data up as `x["y"]`. At render,
+Attribute access is refused: `x.y`, `x.__class__`, `cycler.__init__` are
+rejected at load with file and line (look data up as `x["y"]`); only the
+for-loop's counters (`loop.index`, `loop.first`, ...) may be read. At render,
 variables must be JSON-like data (str, numbers, bools, None, lists, str-keyed
 mappings); a dynamic `x[k]` on anything but a mapping or a sequence with an
 int, `range` over 1000 items, `**`, `*` and `+` that would build huge values,
@@ -52,7 +53,7 @@ import yaml
 from jinja2 import Environment, StrictUndefined, TemplateError, TemplateRuntimeError, TemplateSyntaxError, meta, nodes
 from jinja2.environment import Template
 from jinja2.exceptions import SecurityError, UndefinedError
-from jinja2.runtime import Context
+from jinja2.runtime import Context, LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -222,13 +223,17 @@ class _PromptSandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "%", "+"})
 
     def __init__(self, max_output_chars: int) -> None:
-        super().__init__(undefined=_Undefined, autoescape=False, keep_trailing_newline=True)
+        # trim/lstrip blocks: a `{% for %}` on its own line leaves no blank line in the prompt
+        super().__init__(undefined=_Undefined, autoescape=False, keep_trailing_newline=True,
+                         trim_blocks=True, lstrip_blocks=True)
         self.max_output_chars = max_output_chars
         self.globals = {"range": _capped_range}
         self.filters = {name: _JINJA_FILTERS[name] for name in _SAFE_FILTERS}
         self.filters.update(indent=_indent, tojson=_tojson)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, LoopContext) and attribute in _LOOP_FIELDS:
+            return getattr(obj, attribute)
         raise SecurityError(f"attribute access ({attribute!r}) is not allowed in prompts")
 
     def getitem(self, obj: Any, argument: Any) -> Any:
@@ -398,6 +403,15 @@ def _plain(value: object, where: str, spec: PromptTemplate, depth: int = 0) -> o
                             f"not {type(value).__name__}", prompt=spec.name, version=spec.version, field=where)
 
 
+#: `loop.index` and friends: plain values of the for-loop's counter, the one attribute read allowed.
+_LOOP_FIELDS = frozenset({"index", "index0", "revindex", "revindex0", "first", "last", "length", "depth", "depth0",
+                          "previtem", "nextitem"})
+
+
+def _is_loop_field(node: nodes.Getattr) -> bool:
+    return isinstance(node.node, nodes.Name) and node.node.name == "loop" and node.attr in _LOOP_FIELDS
+
+
 _BANNED: dict[type[nodes.Node], str] = {
     nodes.Macro: "macros", nodes.CallBlock: "call blocks", nodes.Extends: "extends",
     nodes.Include: "include", nodes.Import: "import", nodes.FromImport: "import",
@@ -408,7 +422,7 @@ def _forbidden(tree: nodes.Template) -> list[tuple[str, int]]:
     """Constructs a prompt may not use: (what, template line)."""
     found: list[tuple[str, int]] = []
     for node in tree.find_all(nodes.Node):
-        if isinstance(node, nodes.Getattr):
+        if isinstance(node, nodes.Getattr) and not _is_loop_field(node):
             found.append((f"attribute access '.{node.attr}' (look data up as x[\"{node.attr}\"])", node.lineno))
         elif isinstance(node, nodes.Const):
             if isinstance(node.value, str) and node.value.startswith("_"):
