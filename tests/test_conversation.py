@@ -302,3 +302,21 @@ def with_previous_turn(history: list[Message], fitted: list[Message]) -> list[Me
     first_kept = history.index(fitted[1])
     previous = max(i for i in range(first_kept) if history[i]["role"] == "user")
     return [fitted[0], *history[previous:first_kept], *fitted[1:]]
+
+
+async def test_the_router_fits_what_is_sent_and_the_store_keeps_everything() -> None:
+    """How the lead wires it: the chat function fits per attempt; the stored history stays whole."""
+    sent: list[list[Message]] = []
+
+    async def chat(messages: list[Message], *, tenant: str, fit_history: bool, **params: Any) -> FakeResponse:
+        window, max_tokens = 300, int(params["max_tokens"])
+        fitted = fit_messages(messages, budget_tokens=window - max_tokens, count=tokens) if fit_history else messages
+        sent.append(fitted)
+        return FakeResponse(FakeMessage(content="ok " * 30))
+
+    conv = Conversation(chat, MemoryHistoryStore(), tenant="acme", system="sys", params={"max_tokens": 100})
+    for n in range(8):
+        await conv.chat(f"question {n} " + "pad " * 30)
+    assert len(await conv.messages()) == 1 + 16
+    assert tokens(sent[-1]) <= 200 and sent[-1][0]["content"] == "sys"
+    assert sent[-1][-1]["content"].startswith("question 7") and len(sent[-1]) < 16
