@@ -16,16 +16,21 @@ from typing import Any
 from router.backend import DEFAULT_BACKEND, Backend
 from router.cache import ResponseCache
 from router.context import RequestContext
+from router.conversation import Conversation
 from router.errors import InvalidRequest, RouterError, StreamInterrupted
 from router.health import DeploymentHealth, HealthTracker
+from router.history import HistoryStore
+from router.history.fit import fit_messages
 from router.models import EmbeddingResponse, LLMMessage, LLMResponse, StreamChunk
-from router.pipeline import Pipeline, prompt_tokens
+from router.pipeline import MessagesFor, Pipeline, prompt_tokens
 from router.policy.reload import PolicySource, ReloadResult
 from router.quota import QuotaManager, TenantUsage
-from router.request import MessagesIn, build_chat_request
+from router.request import ChatRequest, MessagesIn, build_chat_request
 from router.response_cache import CacheMode
 from router.routing import Decision
+from router.schema import Deployment
 from router.settings import RouterSettings
+from router.templates import RenderedPrompt, TemplateSet, TemplateSource
 from router.tokens import count_tokens
 from router.tracing import Telemetry
 
@@ -48,6 +53,8 @@ class Router:
         telemetry: Telemetry | None = None,
         backend: Backend = DEFAULT_BACKEND,
         cache: ResponseCache | None = None,
+        history: HistoryStore | None = None,
+        templates: TemplateSource | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -64,6 +71,8 @@ class Router:
                                  telemetry=self.telemetry, backend=backend, clock=clock, rng=self.rng, sleep=sleep,
                                  cache=cache)
         self.cache = cache
+        self.history = history
+        self.templates = templates
         self._on_close = list(on_close)
         self._closed = False
 
@@ -71,7 +80,7 @@ class Router:
 
     async def chat(
         self,
-        messages: MessagesIn,
+        messages: MessagesIn | None = None,
         *,
         tenant: str | None = None,
         route: str | None = None,
@@ -79,6 +88,10 @@ class Router:
         metadata: Mapping[str, str] | None = None,
         model: str | None = None,
         cache: CacheMode = "default",
+        template: str | None = None,
+        variables: Mapping[str, object] | None = None,
+        template_version: str | None = None,
+        fit_history: bool = False,
         **params: Any,
     ) -> LLMResponse:
         """Send a chat request through the route its rules pick.
@@ -89,7 +102,11 @@ class Router:
         `seed`, `stop`, `n`, `extra_body`, ...). `tenant`, `route`, `tags`,
         `metadata` and `model` (an alias) steer routing. `cache` is "default",
         "no-cache" (skip the lookup) or "no-store" (do not keep the answer); it
-        matters only on routes whose `cache:` is on. Raises
+        matters only on routes whose `cache:` is on. `template` renders a prompt
+        template from `policies/prompts/` with `variables` (its messages come
+        first, then `messages`; its defaults apply where the call sets none).
+        `fit_history` trims the oldest turns to each attempted deployment's
+        context window (what `conversation()` uses). Raises
         `InvalidRequest` naming the field before any call for bad input,
         `QuotaExceeded`, `NoRouteAvailable`, `AllAttemptsFailed` or
         `DeadlineExceeded`.
@@ -98,10 +115,16 @@ class Router:
         >>> r.message.tool_calls[0].function.name  # doctest: +SKIP
         'get_weather'
         """
+        prompt = self._prompt(template, variables, template_version)
+        if prompt is not None:
+            messages, params = _with_prompt(prompt, messages, params)
+            route = route if route is not None or model is not None else prompt.route
+            model = model if model is not None else prompt.model
         request = build_chat_request(messages, params)
         ctx = self.pipeline.context(request, tenant=tenant, route=route, tags=tags, metadata=metadata,
-                                    model=model, prompt_tokens=prompt_tokens(request))
-        return await self.pipeline.chat(request, ctx, cache=cache)
+                                    model=model, prompt_tokens=_routing_tokens(request, fit_history))
+        return await self.pipeline.chat(request, ctx, cache=cache, messages_for=_fitter(request, fit_history),
+                                        prompt=(prompt.name, prompt.version) if prompt is not None else None)
 
     async def complete(self, prompt: str, *, system: str | None = None, **kwargs: Any) -> LLMResponse:
         """One prompt in, one answer out: `chat` with a user message (and an optional system one)."""
@@ -158,12 +181,45 @@ class Router:
                                     metadata=metadata, model=model, prompt_tokens=tokens)
         return await self.pipeline.embed(inputs, ctx, cache=cache)
 
+    def conversation(
+        self, *, tenant: str | None = None, id: str | None = None,
+        system: str | Sequence[Mapping[str, Any]] | None = None, **params: Any,
+    ) -> Conversation[LLMResponse]:
+        """A conversation whose history the router keeps (in `history_store_url`) and fits to
+        each attempted deployment's context window. `id` resumes one; `params` are
+        defaults for every turn (`tools`, `route`, `temperature`, ...).
+
+        >>> conv = router.conversation(tenant="acme")  # doctest: +SKIP
+        >>> (await conv.chat("Hi, I am Ada.")).text  # doctest: +SKIP
+        """
+        if self.history is None:
+            raise RouterError("this router has no history store")
+        return Conversation(self.chat, self.history, tenant=tenant or self.settings.default_tenant, id=id,
+                            system=system, params=params)
+
+    @property
+    def prompts(self) -> TemplateSet:
+        """The serving prompt templates (`policies/prompts/*.yaml`)."""
+        if self.templates is None:
+            raise RouterError("this router has no prompt templates")
+        return self.templates.current
+
+    def _prompt(self, name: str | None, variables: Mapping[str, object] | None,
+                version: str | None) -> RenderedPrompt | None:
+        if name is None:
+            if variables is not None:
+                raise InvalidRequest("variables need a template", field="variables")
+            return None
+        return self.prompts.render(name, variables or {}, version=version)
+
     def decide(self, ctx: RequestContext) -> Decision:
         """Pick rule, route and attempt order for `ctx` from the serving snapshot."""
         return self.pipeline.decide(ctx)
 
     async def reload(self) -> ReloadResult:
-        """Re-read the files now; an invalid edit keeps the current snapshot serving."""
+        """Re-read the policy files and prompt templates now; an invalid edit keeps what serves."""
+        if self.templates is not None:
+            await asyncio.to_thread(self.templates.reload)
         return self.source.reload()
 
     @property
@@ -196,6 +252,10 @@ class Router:
             await self.quota.aclose()
         if self.cache is not None:
             await self.cache.store.aclose()
+        if self.history is not None:
+            await self.history.aclose()
+        if self.templates is not None:
+            await self.templates.aclose()
         for close in self._on_close:
             await close()
 
@@ -208,6 +268,33 @@ class Router:
     def __repr__(self) -> str:
         snap = self.source.current
         return f"<Router version={snap.version} routes={sorted(snap.routes)} deployments={len(snap.deployments)}>"
+
+
+def _with_prompt(
+    prompt: RenderedPrompt, messages: MessagesIn | None, params: dict[str, Any]
+) -> tuple[list[Any], dict[str, Any]]:
+    """The template's messages then the caller's; the template's defaults under the caller's params."""
+    extra: list[Any] = [] if messages is None else (
+        [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages))
+    return [*prompt.messages, *extra], {**prompt.params(), **params}
+
+
+def _routing_tokens(request: ChatRequest, fit_history: bool) -> int:
+    """Prompt tokens as routing sees them; for a fitted history, what can never be trimmed."""
+    if not fit_history:
+        return prompt_tokens(request)
+    return count_tokens(fit_messages(request.messages, budget_tokens=0, count=count_tokens),
+                        request.params.get("tools"))
+
+
+def _fitter(request: ChatRequest, fit_history: bool) -> MessagesFor | None:
+    if not fit_history:
+        return None
+
+    def fit(d: Deployment, output_tokens: int) -> list[dict[str, object]]:
+        return fit_messages(request.messages, budget_tokens=d.context_window - output_tokens, count=count_tokens)
+
+    return fit
 
 
 def _texts(texts: object) -> list[str]:

@@ -26,12 +26,14 @@ from router.client import Router
 from router.errors import ConfigError, ConfigIssue
 from router.health import CircuitState, HealthTracker
 from router.health_store import SharedHealth
+from router.history import history_store_from_url
 from router.policy.reload import ConfigFiles, PolicySource, ReloadResult
 from router.policy.snapshot import Snapshot, compile_snapshot
 from router.probes import Prober
 from router.quota import QuotaManager, store_from_url
 from router.schema import Deployment, PolicyFile, Probe, Route
 from router.settings import LegacySettings, RouterSettings
+from router.templates import TemplateSource
 from router.tracing import Telemetry
 
 log = logging.getLogger("router.health")
@@ -138,13 +140,26 @@ async def create_default_router(
     health = build_health(settings, clock=clock, on_state_change=on_state_change)
     quota = QuotaManager(store_from_url(settings.quota_store_url), clock=time.time)
     cache = ResponseCache(cache_store_from_url(settings.cache_store_url), observer=telemetry.cache_event)
+    templates = await load_prompts(settings)
     router = Router(source, settings=settings, health=health, quota=quota, telemetry=telemetry, cache=cache,
+                    history=history_store_from_url(settings.history_store_url), templates=templates,
                     clock=clock, rng=rng, sleep=sleep, on_close=closers)
     source.start_watching(settings.reload_interval_s)
     prober = Prober(source, health, call=send_probe, clock=clock)
     prober.start()
     router.add_closer(prober.aclose)
     return router
+
+
+async def load_prompts(settings: RouterSettings) -> TemplateSource | None:
+    """The prompt templates in `policy_dir/prompts/` (read off the event loop), watched for edits;
+    None when there is no such directory. Raises ConfigError for invalid files."""
+    directory = settings.policy_dir / "prompts"
+    if not directory.is_dir():
+        return None
+    templates = await asyncio.to_thread(TemplateSource, directory)
+    templates.start_watching(settings.reload_interval_s)
+    return templates
 
 
 async def send_probe(d: Deployment, probe: Probe) -> None:

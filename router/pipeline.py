@@ -105,11 +105,14 @@ class Pipeline:
 
     async def chat(
         self, request: ChatRequest, ctx: RequestContext, *, messages_for: MessagesFor | None = None,
-        cache: str = "default",
+        cache: str = "default", prompt: tuple[str, str] | None = None,
     ) -> LLMResponse:
         """One non-streamed chat completion: from the cache when the route's `cache:` allows,
-        else through the attempt loop (identical requests in flight share one call)."""
+        else through the attempt loop (identical requests in flight share one call).
+        `prompt` is the template's (name, version), recorded on the request span."""
         ex = await self._open(ctx)
+        if prompt is not None:
+            ex.trace.prompt(*prompt)
         params = ex.params(request)
         plan = self._cache_plan(ex, cache, request, params)
         if plan is None or self.cache is None:

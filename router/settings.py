@@ -44,6 +44,8 @@ class RouterSettings(BaseSettings):
     #: `memory://?max_entries=N&max_bytes=M` or `redis://host:port/db?prefix=...` for the response
     #: cache; a route caches only when its `cache:` says so.
     cache_store_url: str = "memory://"
+    #: `memory://` or `redis://host:port/db?prefix=...&ttl_s=N` for conversation histories.
+    history_store_url: str = "memory://"
     #: Tenant used when a call names none.
     default_tenant: str = "default"
     #: Output tokens reserved for quota when a call sets no max_tokens.

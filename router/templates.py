@@ -39,6 +39,7 @@ from callers, can never do that.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -148,12 +149,12 @@ class PromptRenderError(InvalidRequest):
                  file: str | None = None, line: int | None = None) -> None:
         self.prompt = prompt
         self.version = version
-        self.field = field
         self.file = file
         self.line = line
         where = f" ({file}:{line})" if file and line else (f" ({file})" if file else "")
         label = f"{prompt!r} version {version!r}" if version else repr(prompt)
         super().__init__(f"prompt {label}{where} [{field}]: {message}")
+        self.field = field  # after the base, which would prefix the message with it
 
 
 class _MissingVariable(UndefinedError):
@@ -586,7 +587,7 @@ class TemplateSource:
 
     async def _check(self) -> None:
         if self.changed_on_disk():
-            self.reload()
+            await asyncio.to_thread(self.reload)  # parsing and compiling stay off the serving loop
 
     async def aclose(self) -> None:
         if self._watcher is not None:

@@ -209,6 +209,11 @@ class RequestTrace:
         if self._recording:
             self._span.set_attribute("router.cache.hit", hit)
 
+    def prompt(self, name: str, version: str) -> None:
+        """Record the prompt template used (never its rendered text)."""
+        if self._recording:
+            self._span.set_attributes({"router.prompt.name": name, "router.prompt.version": version})
+
     def event(self, name: str, attributes: Mapping[str, EventValue | None] | None = None) -> None:
         """Add a span event. One named "router.fallback" ({from, to, reason}) also counts
         in the router.fallbacks metric."""
@@ -405,6 +410,9 @@ class _NoopRequestTrace(RequestTrace):
         return None
 
     def cache(self, *, hit: bool) -> None:
+        return None
+
+    def prompt(self, name: str, version: str) -> None:
         return None
 
     def event(self, name: str, attributes: Mapping[str, EventValue | None] | None = None) -> None:
