@@ -22,6 +22,8 @@ from router.sim import Fault, ModelStats, SimModel, SimServer
 from router.sim.__main__ import default_models, load_models
 from router.sim.generation import embed_text, estimate_prompt_tokens
 
+pytestmark = pytest.mark.timeout(30)
+
 REPO = Path(__file__).resolve().parents[1]
 HELLO = [{"role": "user", "content": "Hello there, simulator."}]
 
@@ -99,7 +101,10 @@ async def test_chat_completion_has_openai_shape_and_usage(
     assert choice["message"]["role"] == "assistant"
     assert choice["finish_reason"] == "stop"
     # 4 overhead + ceil(23 chars / 4)
-    assert body["usage"] == {"prompt_tokens": 10, "completion_tokens": 12, "total_tokens": 22}
+    usage = body["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (10, 12, 22)
+    assert usage["prompt_tokens_details"]["cached_tokens"] == 0  # OpenAI always sends the details
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == 0
     assert estimate_prompt_tokens(HELLO) == 10
     assert len(choice["message"]["content"].split()) == 12
 
@@ -169,7 +174,8 @@ async def test_stream_usage_chunk_when_asked(sim: SimServer, http: aiohttp.Clien
     *chunks, usage_chunk, done = events
     assert done == "[DONE]"
     assert usage_chunk["choices"] == []
-    assert usage_chunk["usage"] == {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
+    usage = usage_chunk["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (10, 3, 13)
     assert all(c["usage"] is None for c in chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
 
