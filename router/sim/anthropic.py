@@ -130,6 +130,8 @@ class AnthropicDialect:
 
     id_prefix = "msg_sim"
     keepalive_frame = _sse({"type": "ping"})
+    limit_in_window = False  # LiteLLM's default max_tokens would not fit a small simulated window
+    event_prefix = b"event: content_block_delta\n"
 
     def chat_body(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
         """Translate a Messages request; ``max_tokens`` is required, as Anthropic wants."""

@@ -28,6 +28,10 @@ class Dialect(Protocol):
     id_prefix: str
     #: what a KEEPALIVE stream sends while the model "thinks"
     keepalive_frame: bytes
+    #: whether ``max_tokens`` counts against the context window
+    limit_in_window: bool
+    #: what comes before ``data:`` in an SSE event (an ``event:`` line, or nothing)
+    event_prefix: bytes
 
     def chat_body(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
         """The request as an OpenAI chat body; raises ``wire.Reject`` (400) if malformed."""
@@ -51,6 +55,8 @@ class OpenAIDialect:
 
     id_prefix = "chatcmpl-sim"
     keepalive_frame = b": PROCESSING\n\n"  # an SSE comment, as OpenRouter sends while waiting
+    limit_in_window = True
+    event_prefix = b""
 
     def chat_body(self, body: Mapping[str, Any]) -> Mapping[str, Any]:
         """Already in shape."""

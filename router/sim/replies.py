@@ -161,9 +161,19 @@ def _cut_at_stop(tokens: list[str], stop: object) -> tuple[list[str], bool]:
 
 
 def plan_reply(
-    body: Mapping[str, Any], model: SimModel, *, seed: int, reply_id: str, created: int
+    body: Mapping[str, Any],
+    model: SimModel,
+    *,
+    seed: int,
+    reply_id: str,
+    created: int,
+    limit_in_window: bool = True,
 ) -> Reply:
     """Validate a chat request and decide its reply (``cached_tokens`` left at 0).
+
+    ``limit_in_window``: ``max_tokens`` counts against the context window, as
+    OpenAI does (the Anthropic dialect turns it off: LiteLLM sends its default
+    ``max_tokens``, often larger than a small simulated window).
 
     Raises ``wire.Reject`` (400) for a malformed request, an image sent to a
     model without vision, bad ``tools``/``tool_choice``/``response_format``,
@@ -177,7 +187,7 @@ def plan_reply(
         raise _bad("'max_tokens' must be a positive integer.", "max_tokens")
     _check_parts(messages, model)
     units = generation.prompt_units(messages, body.get("tools"))
-    requested = len(units) + (limit or 0)
+    requested = len(units) + (limit or 0 if limit_in_window else 0)
     if requested > model.context_window:
         error = payloads.context_length_error(model.context_window, requested)
         raise ContextWindowExceeded(wire.json_response(error, 400))

@@ -318,7 +318,12 @@ class SimServer:
         fault = state.next_outcome(self._rng)
         credential = request.headers.get("Authorization") or request.headers.get("x-api-key") or ""
         failure = wire.fault_response(
-            fault, model, stream=stream, authorization=credential, prompt_tokens=prompt_tokens
+            fault,
+            model,
+            stream=stream,
+            authorization=credential,
+            prompt_tokens=prompt_tokens,
+            event_prefix=dialect.event_prefix,
         )
         if failure is not None:
             raise wire.Reject(failure)
@@ -347,6 +352,7 @@ class SimServer:
                 seed=self._seed,
                 reply_id=f"{dialect.id_prefix}{self._completions:010d}",
                 created=int(self._clock()),
+                limit_in_window=dialect.limit_in_window,
             )
         except replies.ContextWindowExceeded:
             state.context_errors += 1

@@ -100,7 +100,13 @@ def _rate_limit_headers(fault: Fault, retry_after_s: float) -> dict[str, str]:
 
 
 def fault_response(
-    fault: Fault, model: SimModel, *, stream: bool, authorization: str = "", prompt_tokens: int = 0
+    fault: Fault,
+    model: SimModel,
+    *,
+    stream: bool,
+    authorization: str = "",
+    prompt_tokens: int = 0,
+    event_prefix: bytes = b"",
 ) -> web.Response | None:
     """The response an error fault sends instead of an answer, else ``None``.
 
@@ -108,7 +114,9 @@ def fault_response(
     ``Content-Type: application/json``, or for a stream one SSE event whose data
     is not JSON (a non-SSE body would make LiteLLM yield an empty stream).
     ``authorization`` is what ECHO_AUTH quotes; ``prompt_tokens`` what
-    CONTEXT_OVERFLOW reports. Faults that still answer (HANG, KEEPALIVE, the
+    CONTEXT_OVERFLOW reports; ``event_prefix`` precedes the ``data:`` line of a
+    malformed stream event (Anthropic's parser skips events without a name).
+    Faults that still answer (HANG, KEEPALIVE, the
     cuts, NO_CHOICES) give ``None``.
     """
     if fault in (Fault.RATE_LIMIT, Fault.RATE_LIMIT_MS, Fault.RATE_LIMIT_RESET):
@@ -135,7 +143,7 @@ def fault_response(
         body = payloads.error_body(error.message, error.type, error.param, error.code)
         return json_response(body, error.status, error.headers)
     if fault is Fault.MALFORMED and stream:
-        return web.Response(body=b"data: " + payloads.MALFORMED_BODY + b"\n\n", headers=SSE_HEADERS)
+        return web.Response(body=event_prefix + b"data: " + payloads.MALFORMED_BODY + b"\n\n", headers=SSE_HEADERS)
     if fault is Fault.MALFORMED:
         return web.Response(body=payloads.MALFORMED_BODY, headers=JSON_HEADERS)
     return None
