@@ -19,7 +19,7 @@ import pydantic
 import pytest
 
 from router.sim import Fault, ModelStats, SimModel, SimServer
-from router.sim.__main__ import default_models, load_models
+from router.sim.__main__ import default_models, load_models, usage_banner
 from router.sim.generation import embed_text, estimate_prompt_tokens
 
 pytestmark = pytest.mark.timeout(30)
@@ -580,3 +580,10 @@ def test_cli_loads_models_from_yaml(tmp_path: Path) -> None:
     assert [m.name for m in models] == ["a", "b"]
     assert models[0].error_rates == {Fault.RATE_LIMIT: 0.05}
     assert models[0].ttft_ms == (20.0, 5.0)
+
+
+async def test_banner_tells_how_to_point_clients_at_the_sim(sim: SimServer) -> None:
+    banner = usage_banner(sim)
+    assert banner.splitlines()[0] == f"sim serving fixed, varied, small, locked, faulty at {sim.base_url}"
+    assert f"OPENAI_API_BASE={sim.base_url}" in banner
+    assert f"ANTHROPIC_API_BASE={sim.root_url}" in banner

@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # comes with litellm
 import litellm
 import pytest
 from litellm.exceptions import BadRequestError
@@ -49,7 +49,10 @@ CLOCK = {
     "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
 }
 ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
-PIXEL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+PIXEL = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQ"
+    "AAAABJRU5ErkJggg=="
+)
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,8 @@ def _part(block: Mapping[str, Any]) -> dict[str, Any] | None:
     kind = block.get("type")
     if kind == "text":
         return {"type": "text", "text": str(block.get("text", ""))}
-    source = block.get("source") if isinstance(block.get("source"), Mapping) else {}
+    raw_source = block.get("source")
+    source: Mapping[str, Any] = raw_source if isinstance(raw_source, Mapping) else {}
     data = f"data:{source.get('media_type')};base64,{source.get('data')}" if "data" in source else source.get("url")
     if kind == "image":
         return {"type": "image_url", "image_url": {"url": data}}
@@ -204,9 +205,9 @@ class AnthropicDialect:
                 opening += _sse({"type": "content_block_start", "index": index, "content_block": block})
                 pieces = [call.arguments[i : i + 8] for i in range(0, len(call.arguments), 8)] or [""]
                 for n, piece in enumerate(pieces):
-                    delta = {"type": "content_block_delta", "index": index,
-                             "delta": {"type": "input_json_delta", "partial_json": piece}}
-                    frames.append((opening if n == 0 else b"") + _sse(delta))
+                    piece_event = {"type": "content_block_delta", "index": index,
+                                   "delta": {"type": "input_json_delta", "partial_json": piece}}
+                    frames.append((opening if n == 0 else b"") + _sse(piece_event))
         else:
             head += _sse({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
             frames = [

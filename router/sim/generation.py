@@ -29,9 +29,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 __all__ = [
-    "embed_text",
     "chunk_text",
     "content_kinds",
+    "embed_text",
     "estimate_prompt_tokens",
     "estimate_text_tokens",
     "message_text",

@@ -31,6 +31,26 @@ STREAM_CUT,    role chunk + half the tokens, socket      ``MidStreamFallbackErro
 stream         closed: no last chunk, no ``[DONE]``      iter, ``generated_content`` = text so
                                                          far, ``is_pre_first_chunk=False``
 BAD_REQUEST    400 ``invalid_request_error``             ``BadRequestError`` (400), call
+KEEPALIVE      stream: SSE comments ``: PROCESSING``     a normal answer, ``keepalive_s`` late
+               every ``keepalive_interval_s`` for
+               ``keepalive_s``, then the answer; plain:
+               the answer ``keepalive_s`` late
+CUT_AFTER_     like STREAM_CUT but after the first       stream: ``MidStreamFallbackError``,
+FIRST_CHUNK    token chunk                               iter, one token generated; plain:
+                                                         ``InternalServerError``, call
+CONTEXT_       400, ``code: null``, "... is too large    ``ContextWindowExceededError`` (400)
+OVERFLOW       for model with N maximum context length"
+CONTENT_POLICY 400 ``content_policy_violation``          ``BadRequestError`` (400), call
+CONTENT_FILTER 400 Azure ``content_filter`` (with        ``BadRequestError`` (400), call
+               ``innererror``)
+CUSTOM_ERROR   ``SimModel.custom_error``: any status,    the class of that status (429:
+               message, type, code, param, headers       ``RateLimitError``)
+ECHO_AUTH      400 quoting the Authorization header      ``BadRequestError``, key in message
+RATE_LIMIT_MS  429 with ``retry-after-ms`` only          ``RateLimitError`` (429), call
+RATE_LIMIT_    429 with ``x-ratelimit-reset-requests``   ``RateLimitError`` (429), call
+RESET          (OpenAI format: ``2.5s``, ``6m0s``) only
+NO_CHOICES     200 JSON without ``choices`` (stream:     plain: ``InternalServerError``;
+               one chunk without ``choices``, [DONE])    stream: ``MidStreamFallbackError``
 (context)      400 ``context_length_exceeded``           ``ContextWindowExceededError`` (400)
 (wrong key)    401 ``invalid_api_key``                   ``AuthenticationError`` (401)
 (no model)     404 ``model_not_found``                   ``NotFoundError`` (404)
@@ -40,7 +60,17 @@ Streamed requests get the same class as plain ones for every row not marked
 "stream", raised by the call before any chunk. ``MidStreamFallbackError`` lives
 in ``litellm.exceptions`` (not re-exported as ``litellm.MidStreamFallbackError``),
 subclasses ``ServiceUnavailableError`` and keeps the ``APIConnectionError`` of
-the broken stream in ``original_exception``. Embeddings behave like plain chat.
+the broken stream in ``original_exception``. Embeddings behave like plain chat
+(NO_CHOICES drops ``data``).
+
+Through the Anthropic endpoint (``anthropic/<model>``, ``tests/test_sim_faults.py``)
+the same classes come back, except: UNAVAILABLE is sent as 529
+``overloaded_error`` and LiteLLM raises ``InternalServerError`` (500); plain
+MALFORMED and NO_CHOICES raise ``APIConnectionError``; a streamed
+CONTEXT_OVERFLOW is only a ``BadRequestError``; and a streamed MALFORMED is
+swallowed by LiteLLM's Anthropic parser (an empty stream, no exception).
+
+``error_rates`` may mix any of these; a seeded server draws them reproducibly.
 
 Example:
     >>> model = SimModel(name="sim-fast", ttft_ms=(20, 5), tokens_per_s=200,

@@ -194,15 +194,17 @@ async def write_paced(
 
 
 async def keep_alive(response: web.StreamResponse, frame: bytes, duration_s: float, interval_s: float) -> None:
-    """Send ``frame`` now and every ``interval_s`` until ``duration_s`` has passed."""
+    """Send ``frame`` at 0, ``interval_s``, ... before ``duration_s``, then wait out ``duration_s``.
+
+    The count is ``ceil(duration_s / interval_s)`` (at least one), whatever
+    the machine's speed.
+    """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + duration_s
-    while True:
+    start = loop.time()
+    for index in range(max(1, math.ceil(duration_s / interval_s - 1e-9))):
+        await asyncio.sleep(max(0.0, start + index * interval_s - loop.time()))
         await response.write(frame)
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return
-        await asyncio.sleep(min(interval_s, remaining))
+    await asyncio.sleep(max(0.0, start + duration_s - loop.time()))
 
 
 async def send_truncated(request: web.Request, body: bytes) -> web.StreamResponse:
