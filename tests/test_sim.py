@@ -587,3 +587,18 @@ async def test_banner_tells_how_to_point_clients_at_the_sim(sim: SimServer) -> N
     assert banner.splitlines()[0] == f"sim serving fixed, varied, small, locked, faulty at {sim.base_url}"
     assert f"OPENAI_API_BASE={sim.base_url}" in banner
     assert f"ANTHROPIC_API_BASE={sim.root_url}" in banner
+
+
+def test_yaml_models_take_the_new_fields(tmp_path: Path) -> None:
+    path = tmp_path / "sim.yaml"
+    path.write_text(
+        "- name: a\n  vision: false\n  omit_usage: true\n  cache_min_tokens: 32\n"
+        "  error_rates: {keepalive: 0.1, no_choices: 0.1, custom_error: 0.1}\n"
+        "  custom_error: {status: 429, message: quota, code: insufficient_quota}\n"
+    )
+    (model,) = load_models(path)
+    assert model.error_rates == {Fault.KEEPALIVE: 0.1, Fault.NO_CHOICES: 0.1, Fault.CUSTOM_ERROR: 0.1}
+    assert (model.custom_error.status, model.custom_error.code) == (429, "insufficient_quota")
+    assert (model.vision, model.omit_usage, model.cache_min_tokens) == (False, True, 32)
+    server = SimServer([model])
+    assert server.update("a", custom_error={"status": 503}).custom_error.status == 503

@@ -5,10 +5,13 @@ default). LiteLLM reaches it as ``openai/<model>`` with ``api_base=sim.base_url`
 so its real HTTP path runs.
 
 Endpoints: ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``),
-``POST /v1/embeddings``, ``GET /v1/models`` (also served without ``/v1``).
+``POST /v1/embeddings``, ``GET /v1/models`` (also served without ``/v1``), and
+Anthropic's ``POST /v1/messages`` (also ``/v1/v1/messages``, where LiteLLM's
+``anthropic/<model>`` lands with ``api_base=sim.base_url``; see
+``router.sim.anthropic``). Both chat endpoints share one request path.
 
-Order of checks for a request: JSON body -> model known (404) -> Bearer key
-(401) -> request shape (400) -> context window (400) -> outcome (scripted, else
+Order of checks for a request: JSON body -> model known (404) -> recorded
+(``last_request``) -> key (401) -> request shape (400) -> context window (400) -> outcome (scripted, else
 drawn from ``error_rates``) -> time to first token -> answer. Only requests
 that pass the client-side checks consume a scripted outcome. Response headers
 go out with the first byte of the answer, after the time to first token, so
@@ -275,7 +278,7 @@ class SimServer:
     async def _list_models(self, request: web.Request) -> web.Response:
         return wire.json_response(payloads.model_list(list(self._states), int(self._clock())))
 
-    async def _admit(self, request: web.Request) -> tuple[payloads.JSONDict, ModelState, RecordedRequest]:
+    async def _admit(self, request: web.Request) -> tuple[payloads.JSONDict, ModelState]:
         """Parse the body, find the model, record the request, check the key; counts the request."""
         try:
             body = json.loads(await request.read())
@@ -297,13 +300,12 @@ class SimServer:
         if key is not None and recorded.api_key != key:
             state.auth_errors += 1
             raise wire.reject(401, payloads.auth_error())
-        return body, state, recorded
+        return body, state
 
     async def _take_outcome(
         self,
         request: web.Request,
         state: ModelState,
-        recorded: RecordedRequest,
         *,
         stream: bool,
         prompt_tokens: int,
@@ -342,7 +344,7 @@ class SimServer:
         return fault, opened
 
     async def _chat(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
-        raw, state, recorded = await self._admit(request)
+        raw, state = await self._admit(request)
         body = dialect.chat_body(raw)
         self._completions += 1
         try:
@@ -358,7 +360,7 @@ class SimServer:
             state.context_errors += 1
             raise
         fault, opened = await self._take_outcome(
-            request, state, recorded, stream=reply.stream, prompt_tokens=reply.prompt_tokens, dialect=dialect
+            request, state, stream=reply.stream, prompt_tokens=reply.prompt_tokens, dialect=dialect
         )
         cached = state.prompt_cache.cached_tokens(reply.prompt_units, state.model)
         reply = dataclasses.replace(reply, cached_tokens=cached)
@@ -404,7 +406,7 @@ class SimServer:
         return response
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
-        body, state, recorded = await self._admit(request)
+        body, state = await self._admit(request)
         model = state.model
         texts = wire.embedding_inputs(body.get("input"))
         token_counts = [generation.estimate_text_tokens(text) for text in texts]
@@ -414,7 +416,7 @@ class SimServer:
                 400, payloads.context_length_error(model.context_window, max(token_counts))
             )
         fault, _ = await self._take_outcome(
-            request, state, recorded, stream=False, prompt_tokens=sum(token_counts), dialect=OPENAI
+            request, state, stream=False, prompt_tokens=sum(token_counts), dialect=OPENAI
         )
         vectors: list[Any] = [
             generation.embed_text(text, model.name, model.embedding_dim) for text in texts
