@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]  # comes with litellm
 import litellm
 import pytest
-from litellm.exceptions import BadRequestError
+from litellm.exceptions import APIConnectionError, BadRequestError
 
 from router.sim import SimModel, SimServer
 from router.sim.schema_values import value_for
@@ -292,8 +292,14 @@ async def test_omit_usage_sends_no_usage_anywhere(sim: SimServer) -> None:
         async with http.post(f"{sim.base_url}/chat/completions", json=stream_body) as response:
             raw = await response.read()
     assert b"usage" not in raw and raw.endswith(b"data: [DONE]\n\n")
-    # LiteLLM still answers; what it reports as usage is its own estimate (what the router must not trust blindly)
-    assert (await complete(sim, "quiet")).choices[0].message.content
+    # What LiteLLM makes of it (1.110.2): zeros for a plain answer, its own estimate for a stream,
+    # and a crash (KeyError 'usage' -> APIConnectionError) for an Anthropic message.
+    plain = await complete(sim, "quiet")
+    assert (plain.usage.prompt_tokens, plain.usage.completion_tokens) == (0, 0)
+    streamed = await complete_streamed(sim, "quiet", stream_options={"include_usage": True})
+    assert streamed.usage.completion_tokens > 0
+    with pytest.raises(APIConnectionError):
+        await complete(sim, "quiet", "anthropic")
 
 
 # -- recording --------------------------------------------------------------------------
