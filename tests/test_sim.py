@@ -19,8 +19,10 @@ import pydantic
 import pytest
 
 from router.sim import Fault, ModelStats, SimModel, SimServer
-from router.sim.__main__ import default_models, load_models
+from router.sim.__main__ import default_models, load_models, usage_banner
 from router.sim.generation import embed_text, estimate_prompt_tokens
+
+pytestmark = pytest.mark.timeout(30)
 
 REPO = Path(__file__).resolve().parents[1]
 HELLO = [{"role": "user", "content": "Hello there, simulator."}]
@@ -99,7 +101,10 @@ async def test_chat_completion_has_openai_shape_and_usage(
     assert choice["message"]["role"] == "assistant"
     assert choice["finish_reason"] == "stop"
     # 4 overhead + ceil(23 chars / 4)
-    assert body["usage"] == {"prompt_tokens": 10, "completion_tokens": 12, "total_tokens": 22}
+    usage = body["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (10, 12, 22)
+    assert usage["prompt_tokens_details"]["cached_tokens"] == 0  # OpenAI always sends the details
+    assert usage["completion_tokens_details"]["reasoning_tokens"] == 0
     assert estimate_prompt_tokens(HELLO) == 10
     assert len(choice["message"]["content"].split()) == 12
 
@@ -169,7 +174,8 @@ async def test_stream_usage_chunk_when_asked(sim: SimServer, http: aiohttp.Clien
     *chunks, usage_chunk, done = events
     assert done == "[DONE]"
     assert usage_chunk["choices"] == []
-    assert usage_chunk["usage"] == {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
+    usage = usage_chunk["usage"]
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (10, 3, 13)
     assert all(c["usage"] is None for c in chunks)
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
 
@@ -574,3 +580,25 @@ def test_cli_loads_models_from_yaml(tmp_path: Path) -> None:
     assert [m.name for m in models] == ["a", "b"]
     assert models[0].error_rates == {Fault.RATE_LIMIT: 0.05}
     assert models[0].ttft_ms == (20.0, 5.0)
+
+
+async def test_banner_tells_how_to_point_clients_at_the_sim(sim: SimServer) -> None:
+    banner = usage_banner(sim)
+    assert banner.splitlines()[0] == f"sim serving fixed, varied, small, locked, faulty at {sim.base_url}"
+    assert f"OPENAI_API_BASE={sim.base_url}" in banner
+    assert f"ANTHROPIC_API_BASE={sim.root_url}" in banner
+
+
+def test_yaml_models_take_the_new_fields(tmp_path: Path) -> None:
+    path = tmp_path / "sim.yaml"
+    path.write_text(
+        "- name: a\n  vision: false\n  omit_usage: true\n  cache_min_tokens: 32\n"
+        "  error_rates: {keepalive: 0.1, no_choices: 0.1, custom_error: 0.1}\n"
+        "  custom_error: {status: 429, message: quota, code: insufficient_quota}\n"
+    )
+    (model,) = load_models(path)
+    assert model.error_rates == {Fault.KEEPALIVE: 0.1, Fault.NO_CHOICES: 0.1, Fault.CUSTOM_ERROR: 0.1}
+    assert (model.custom_error.status, model.custom_error.code) == (429, "insufficient_quota")
+    assert (model.vision, model.omit_usage, model.cache_min_tokens) == (False, True, 32)
+    server = SimServer([model])
+    assert server.update("a", custom_error={"status": 503}).custom_error.status == 503

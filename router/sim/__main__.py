@@ -11,6 +11,9 @@ list of ``SimModel`` fields (Fault names as lower-case keys of ``error_rates``):
 Example:
     $ python -m router.sim --port 8000
     sim serving sim-fast, sim-cheap, sim-smart, sim-flaky at http://127.0.0.1:8000/v1
+    ...
+
+``run_sim`` is the same loop for other CLIs (``llm-router sim``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 from router.sim.models import Fault, SimModel
 from router.sim.server import SimServer
 
-__all__ = ["default_models", "load_models", "main"]
+__all__ = ["default_models", "load_models", "main", "run_sim", "usage_banner"]
 
 
 def default_models() -> list[SimModel]:
@@ -77,11 +80,61 @@ def load_models(path: Path) -> list[SimModel]:
     return [SimModel.model_validate(entry) for entry in entries]
 
 
+def usage_banner(server: SimServer) -> str:
+    """What a started simulator prints: its URL and how to point clients at it.
+
+    The first line is ``sim serving <names> at <base_url>`` (scripts parse it).
+    """
+    names = ", ".join(server.models)
+    first = next(iter(server.models), "sim-fast")
+    return "\n".join([
+        f"sim serving {names} at {server.base_url}",
+        "",
+        "OpenAI-compatible clients and LiteLLM (model 'openai/<name>'):",
+        f"  export OPENAI_API_BASE={server.base_url}",
+        "  export OPENAI_API_KEY=sk-sim  # any value unless a model sets required_api_key",
+        "Anthropic Messages API (LiteLLM model 'anthropic/<name>'):",
+        f"  export ANTHROPIC_API_BASE={server.root_url}",
+        "  export ANTHROPIC_API_KEY=sk-sim",
+        "Try it:",
+        f"  curl -s {server.base_url}/chat/completions -H 'Content-Type: application/json' \\",
+        f"    -d '{{\"model\": \"{first}\", \"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}]}}'",
+        "Ctrl-C stops it.",
+    ])
+
+
 async def _serve(server: SimServer) -> None:
     async with server:
-        names = ", ".join(server.models)
-        print(f"sim serving {names} at {server.base_url}", flush=True)
+        print(usage_banner(server), flush=True)
         await asyncio.Event().wait()
+
+
+def run_sim(
+    port: int = 8000,
+    *,
+    host: str = "127.0.0.1",
+    seed: int = 0,
+    models: Sequence[SimModel] | None = None,
+    models_file: Path | None = None,
+) -> None:
+    """Serve the simulator in the foreground until Ctrl-C; prints ``usage_banner`` first.
+
+    Args:
+        port: port to bind; 0 picks a free one.
+        host: interface to bind.
+        seed: seeds latency, fault draws and reply text.
+        models: the models to serve; default ``default_models()``.
+        models_file: a YAML list of ``SimModel`` fields, used when ``models`` is None.
+
+    Raises:
+        ValueError: the models file is not a list; pydantic ``ValidationError``
+            for a bad model; ``OSError`` when the port is taken.
+    """
+    if models is None:
+        models = load_models(models_file) if models_file is not None else default_models()
+    server = SimServer(models, seed=seed, host=host, port=port)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(server))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -94,10 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", type=Path, help="YAML list of SimModel fields")
     args = parser.parse_args(argv)
-    models = load_models(args.models) if args.models else default_models()
-    server = SimServer(models, seed=args.seed, host=args.host, port=args.port)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(server))
+    run_sim(args.port, host=args.host, seed=args.seed, models_file=args.models)
 
 
 if __name__ == "__main__":

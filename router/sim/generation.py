@@ -26,19 +26,29 @@ import math
 import random
 import struct
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 __all__ = [
+    "chunk_text",
+    "content_kinds",
     "embed_text",
     "estimate_prompt_tokens",
     "estimate_text_tokens",
     "message_text",
+    "message_units",
+    "prompt_units",
     "reply_tokens",
     "sample_length",
     "sample_ttft_s",
+    "split_words",
 ]
 
 MESSAGE_OVERHEAD_TOKENS = 4
 CHARS_PER_TOKEN = 4
+IMAGE_TOKENS = 85  # OpenAI's price of a low-detail image
+IMAGE_TOKENS_HIGH = 765  # a 1024x1024 image at high detail: 85 + 4 tiles of 170
+MEDIA_MIN_TOKENS = 10
+MEDIA_CHARS_PER_TOKEN = 64  # base64 characters of audio or file data per token
 
 _VOCABULARY_TEXT = (
     "the model routes each request to a deployment that fits its policy while "
@@ -50,6 +60,12 @@ _VOCABULARY_TEXT = (
 _VOCABULARY = tuple(_VOCABULARY_TEXT.split())
 
 _CANNED_ANSWERS = {"What is 2+2?": "4"}
+# First words of a reply to a prompt carrying media, so tests can see the part arrived.
+_MEDIA_LEADS = {
+    "image_url": ["the", "image", "shows"],
+    "input_audio": ["the", "audio", "says"],
+    "file": ["the", "file", "says"],
+}
 
 
 def message_text(content: object) -> str:
@@ -80,17 +96,113 @@ def estimate_text_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
-def estimate_prompt_tokens(messages: Sequence[Mapping[str, object]]) -> int:
-    """Approximate prompt tokens: ``4 + ceil(chars / 4)`` per message.
+def chunk_text(text: str) -> list[str]:
+    """Cut a text every four characters: one pseudo-token per piece.
+
+    Example:
+        >>> chunk_text('{"a": 1}')
+        ['{"a"', ': 1}']
+    """
+    return [text[i : i + CHARS_PER_TOKEN] for i in range(0, len(text), CHARS_PER_TOKEN)]
+
+
+def _digest(value: object) -> str:
+    return hashlib.blake2b(str(value).encode(), digest_size=6).hexdigest()
+
+
+def _part_units(part: Mapping[str, Any]) -> list[str]:
+    """Tokens of one non-text content part: a fixed price per image, a size-based one otherwise."""
+    kind = part.get("type")
+    if kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, Mapping) else image
+        detail = image.get("detail") if isinstance(image, Mapping) else None
+        count = IMAGE_TOKENS_HIGH if detail == "high" else IMAGE_TOKENS
+        return [f"<image:{_digest(url)}>"] * count
+    if kind == "input_audio":
+        audio = part.get("input_audio")
+        data = str(audio.get("data", "")) if isinstance(audio, Mapping) else ""
+        return [f"<audio:{_digest(data)}>"] * max(MEDIA_MIN_TOKENS, len(data) // MEDIA_CHARS_PER_TOKEN)
+    if kind == "file":
+        file = part.get("file")
+        data = str(file.get("file_data") or file.get("file_id") or "") if isinstance(file, Mapping) else ""
+        return [f"<file:{_digest(data)}>"] * max(IMAGE_TOKENS, len(data) // MEDIA_CHARS_PER_TOKEN)
+    return []
+
+
+def content_kinds(content: object) -> set[str]:
+    """The ``type`` of every part of a list content (``{"text"}`` for a string).
+
+    Example:
+        >>> sorted(content_kinds([{"type": "text", "text": "a"}, {"type": "image_url"}]))
+        ['image_url', 'text']
+    """
+    if isinstance(content, str):
+        return {"text"}
+    if isinstance(content, list):
+        return {str(part.get("type")) for part in content if isinstance(part, Mapping)}
+    return set()
+
+
+def message_units(message: Mapping[str, object]) -> list[str]:
+    """The pseudo-tokens of one message; their count is its prompt tokens.
+
+    Four tokens of overhead, the text cut every four characters, a block per
+    image (85, or 765 with ``detail: high``), audio or file part, and the
+    JSON of any ``tool_calls``. Used for counting and for prompt-cache prefixes.
+
+    Example:
+        >>> len(message_units({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}))
+        89
+    """
+    units = [f"<|{message.get('role')}|>", "<|>", "<|>", "<|>"]
+    content = message.get("content")
+    if isinstance(content, list):
+        for part in content:
+            if not isinstance(part, Mapping):
+                continue
+            text = part.get("text")
+            units += chunk_text(text) if isinstance(text, str) else _part_units(part)
+    else:
+        units += chunk_text(message_text(content))
+    tool_calls = message.get("tool_calls")
+    if tool_calls:
+        units += chunk_text(json.dumps(tool_calls, sort_keys=True, separators=(",", ":")))
+    return units
+
+
+def prompt_units(messages: Sequence[Mapping[str, object]], tools: object = None) -> list[str]:
+    """Pseudo-tokens of a whole prompt: the tools' JSON first (as OpenAI renders them), then the messages.
+
+    Example:
+        >>> len(prompt_units([{"role": "user", "content": "hi"}]))
+        5
+    """
+    units = chunk_text(json.dumps(tools, sort_keys=True, separators=(",", ":"))) if tools else []
+    for message in messages:
+        units += message_units(message)
+    return units
+
+
+def estimate_prompt_tokens(messages: Sequence[Mapping[str, object]], tools: object = None) -> int:
+    """Approximate prompt tokens: ``4 + ceil(chars / 4)`` per message, plus media and tools.
 
     Example:
         >>> estimate_prompt_tokens([{"role": "system", "content": ""}, {"content": "hi"}])
         9
     """
-    return sum(
-        MESSAGE_OVERHEAD_TOKENS + estimate_text_tokens(message_text(message.get("content")))
-        for message in messages
-    )
+    return len(prompt_units(messages, tools))
+
+
+def split_words(text: str) -> list[str]:
+    """Cut a text into word tokens whose concatenation is the text.
+
+    Example:
+        >>> split_words("a bc  d")
+        ['a', ' bc', ' ', ' d']
+    """
+    words = text.split(" ")
+    return [words[0]] + [" " + word for word in words[1:]] if text else []
 
 
 def _request_seed(seed: int, model: str, messages: Sequence[Mapping[str, object]]) -> int:
@@ -129,7 +241,9 @@ def reply_tokens(
     """Return the reply as a list of tokens whose concatenation is the text.
 
     The last user message "What is 2+2?" is answered "4"; anything else gets
-    ``length`` words drawn from a fixed vocabulary, seeded by the request.
+    ``length`` words drawn from a fixed vocabulary, seeded by the request. A
+    last user message with an image (audio, file) starts "The image shows"
+    ("The audio says", "The file says").
 
     Example:
         >>> "".join(reply_tokens(seed=1, model="m", messages=[], length=3)).count(" ")
@@ -143,6 +257,11 @@ def reply_tokens(
         return [_CANNED_ANSWERS[last_user.strip()]]
     rng = random.Random(_request_seed(seed, model, messages) ^ 0x5EED)
     words = [rng.choice(_VOCABULARY) for _ in range(length)]
+    last_kinds = next((content_kinds(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), set())
+    for kind, lead in _MEDIA_LEADS.items():
+        if kind in last_kinds:
+            words = lead + words[len(lead) :]  # keeps the length when it is long enough
+            break
     if not words:
         return []
     words[0] = words[0].capitalize()

@@ -24,7 +24,11 @@ __all__ = [
     "bad_request_error",
     "chat_chunk",
     "chat_completion",
+    "content_filter_error",
+    "content_policy_error",
     "context_length_error",
+    "context_overflow_error",
+    "echo_auth_error",
     "embeddings",
     "error_body",
     "model_list",
@@ -43,7 +47,7 @@ SSE_DONE = b"data: [DONE]\n\n"
 
 
 def error_body(
-    message: str, type_: str, param: str | None = None, code: str | None = None
+    message: str, type_: str | None, param: str | None = None, code: str | None = None
 ) -> JSONDict:
     """Build ``{"error": {...}}`` the way OpenAI does.
 
@@ -112,20 +116,98 @@ def unavailable_error() -> JSONDict:
     return error_body("The engine is currently overloaded, please try again later.", "server_error")
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> JSONDict:
-    """The ``usage`` object of completions and final stream chunks."""
+def context_overflow_error(window: int, used: int) -> JSONDict:
+    """400 a vLLM-style OpenAI server sends when the prompt is too long: ``code`` is null."""
+    return {
+        "error": {
+            "message": f"This model's maximum context length is {window} tokens. However, you requested "
+            f"{used} tokens in the messages, Please reduce the length of the messages. "
+            f"{used} is too large for model with {window} maximum context length",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": None,
+        }
+    }
+
+
+def content_policy_error() -> JSONDict:
+    """400 OpenAI sends when a prompt breaks its usage policies."""
+    return error_body(
+        "Your request was rejected as a result of our safety system. Your prompt may contain text "
+        "that is not allowed by our safety system.",
+        "invalid_request_error",
+        None,
+        "content_policy_violation",
+    )
+
+
+def content_filter_error() -> JSONDict:
+    """400 Azure OpenAI sends when its content filter trips on the prompt."""
+    body = error_body(
+        "The response was filtered due to the prompt triggering Azure OpenAI's content management "
+        "policy. Please modify your prompt and retry.",
+        None,  # Azure sends a null type
+        "prompt",
+        "content_filter",
+    )
+    body["error"]["status"] = 400
+    body["error"]["innererror"] = {
+        "code": "ResponsibleAIPolicyViolation",
+        "content_filter_result": {
+            "hate": {"filtered": False, "severity": "safe"},
+            "self_harm": {"filtered": False, "severity": "safe"},
+            "sexual": {"filtered": False, "severity": "safe"},
+            "violence": {"filtered": True, "severity": "high"},
+        },
+    }
+    return body
+
+
+def echo_auth_error(authorization: str) -> JSONDict:
+    """400 of a careless proxy that quotes the credential it was given (secret-leak tests)."""
+    return error_body(
+        f"Invalid request: the upstream rejected credentials '{authorization}' for this deployment.",
+        "invalid_request_error",
+        None,
+        "invalid_request",
+    )
+
+
+def usage(
+    prompt_tokens: int, completion_tokens: int, *, cached_tokens: int = 0, reasoning_tokens: int = 0
+) -> JSONDict:
+    """The ``usage`` object of completions and final stream chunks, with OpenAI's details.
+
+    ``completion_tokens`` already includes ``reasoning_tokens``, as OpenAI counts them.
+
+    Example:
+        >>> usage(10, 2, cached_tokens=0)["prompt_tokens_details"]
+        {'cached_tokens': 0, 'audio_tokens': 0}
+    """
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
     }
 
 
 def chat_completion(
-    id_: str, created: int, model: str, text: str, finish_reason: str, usage_: JSONDict
+    id_: str,
+    created: int,
+    model: str,
+    message: JSONDict,
+    finish_reason: str,
+    usage_: JSONDict | None,
 ) -> JSONDict:
-    """A non-streaming ``chat.completion`` with one choice."""
-    return {
+    """A non-streaming ``chat.completion`` with one choice; ``usage_=None`` leaves usage out."""
+    body: JSONDict = {
         "id": id_,
         "object": "chat.completion",
         "created": created,
@@ -134,13 +216,15 @@ def chat_completion(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": {"role": "assistant", "refusal": None, **message},
                 "logprobs": None,
                 "finish_reason": finish_reason,
             }
         ],
-        "usage": usage_,
     }
+    if usage_ is not None:
+        body["usage"] = usage_
+    return body
 
 
 def chat_chunk(
@@ -183,17 +267,19 @@ def sse(payload: JSONDict) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-def embeddings(model: str, vectors: list[list[float]], prompt_tokens: int) -> JSONDict:
-    """An OpenAI embeddings ``list`` response."""
-    return {
+def embeddings(model: str, vectors: list[list[float]], prompt_tokens: int | None) -> JSONDict:
+    """An OpenAI embeddings ``list`` response; ``prompt_tokens=None`` leaves usage out."""
+    body: JSONDict = {
         "object": "list",
         "data": [
             {"object": "embedding", "index": i, "embedding": vector}
             for i, vector in enumerate(vectors)
         ],
         "model": model,
-        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
     }
+    if prompt_tokens is not None:
+        body["usage"] = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    return body
 
 
 def model_list(names: list[str], created: int) -> JSONDict:

@@ -5,10 +5,13 @@ default). LiteLLM reaches it as ``openai/<model>`` with ``api_base=sim.base_url`
 so its real HTTP path runs.
 
 Endpoints: ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``),
-``POST /v1/embeddings``, ``GET /v1/models`` (also served without ``/v1``).
+``POST /v1/embeddings``, ``GET /v1/models`` (also served without ``/v1``), and
+Anthropic's ``POST /v1/messages`` (also ``/v1/v1/messages``, where LiteLLM's
+``anthropic/<model>`` lands with ``api_base=sim.base_url``; see
+``router.sim.anthropic``). Both chat endpoints share one request path.
 
-Order of checks for a request: JSON body -> model known (404) -> Bearer key
-(401) -> request shape (400) -> context window (400) -> outcome (scripted, else
+Order of checks for a request: JSON body -> model known (404) -> recorded
+(``last_request``) -> key (401) -> request shape (400) -> context window (400) -> outcome (scripted, else
 drawn from ``error_rates``) -> time to first token -> answer. Only requests
 that pass the client-side checks consume a scripted outcome. Response headers
 go out with the first byte of the answer, after the time to first token, so
@@ -37,6 +40,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import functools
 import json
 import random
 import struct
@@ -48,7 +53,10 @@ from typing import Any
 from aiohttp import web
 
 from router.sim import generation, payloads, replies, wire
+from router.sim.anthropic import ANTHROPIC
+from router.sim.dialect import OPENAI, Dialect
 from router.sim.models import Fault, ModelStats, SimModel
+from router.sim.recording import RecordedRequest
 from router.sim.state import ModelState
 
 __all__ = ["SimServer"]
@@ -104,10 +112,15 @@ class SimServer:
         if self._runner is not None:
             raise RuntimeError("SimServer already started")
         app = web.Application(client_max_size=64 * 1024 * 1024)
+        openai_chat = self._tracked(functools.partial(self._chat, dialect=OPENAI), OPENAI)
         for prefix in ("/v1", ""):
-            app.router.add_post(f"{prefix}/chat/completions", self._tracked(self._chat))
-            app.router.add_post(f"{prefix}/embeddings", self._tracked(self._embeddings))
+            app.router.add_post(f"{prefix}/chat/completions", openai_chat)
+            app.router.add_post(f"{prefix}/embeddings", self._tracked(self._embeddings, OPENAI))
             app.router.add_get(f"{prefix}/models", self._list_models)
+        anthropic_chat = self._tracked(functools.partial(self._chat, dialect=ANTHROPIC), ANTHROPIC)
+        # LiteLLM appends v1/messages to api_base: base_url (".../v1") gives /v1/v1/messages.
+        for path in ("/v1/messages", "/v1/v1/messages"):
+            app.router.add_post(path, anthropic_chat)
         # handler_cancellation: a client that gives up (timeout on HANG) frees its handler.
         runner = web.AppRunner(
             app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
@@ -151,6 +164,11 @@ class SimServer:
         return f"http://{self._host}:{self.port}/v1"
 
     @property
+    def root_url(self) -> str:
+        """``http://127.0.0.1:PORT``: the ``api_base`` for LiteLLM's ``anthropic/<model>``."""
+        return f"http://{self._host}:{self.port}"
+
+    @property
     def port(self) -> int:
         """The bound port; raises ``RuntimeError`` before ``start``."""
         if self._bound_port is None:
@@ -166,8 +184,25 @@ class SimServer:
         """Snapshot of one model's counters. Raises ``KeyError`` if unknown."""
         return self._state(name).snapshot()
 
+    def last_request(self, name: str) -> RecordedRequest | None:
+        """The last request that named model ``name`` (any endpoint), ``None`` if none yet.
+
+        Recorded as soon as the model is known, before the key check, so a
+        rejected request shows too. Raises ``KeyError`` if the model is unknown.
+
+        Example:
+            >>> SimServer([SimModel(name="m")]).last_request("m") is None
+            True
+        """
+        recorded = self._state(name).recorded
+        return recorded[-1] if recorded else None
+
+    def requests(self, name: str) -> tuple[RecordedRequest, ...]:
+        """The last requests (at most 64) that named model ``name``, oldest first."""
+        return tuple(self._state(name).recorded)
+
     def reset_stats(self, name: str | None = None) -> None:
-        """Zero the counters of one model, or of all models."""
+        """Zero the counters of one model, or of all models; forgets recorded requests and cached prompts."""
         for state in [self._state(name)] if name is not None else self._states.values():
             state.reset()
 
@@ -225,7 +260,7 @@ class SimServer:
 
     # -- HTTP handlers ---------------------------------------------------------
 
-    def _tracked(self, handler: Handler) -> Handler:
+    def _tracked(self, handler: Handler, dialect: Dialect) -> Handler:
         async def run(request: web.Request) -> web.StreamResponse:
             task = asyncio.current_task()
             if task is not None:
@@ -233,7 +268,7 @@ class SimServer:
             try:
                 return await handler(request)
             except wire.Reject as rejected:
-                return rejected.response
+                return dialect.error(rejected.response)
             finally:
                 if task is not None:
                     self._inflight.discard(task)
@@ -244,7 +279,7 @@ class SimServer:
         return wire.json_response(payloads.model_list(list(self._states), int(self._clock())))
 
     async def _admit(self, request: web.Request) -> tuple[payloads.JSONDict, ModelState]:
-        """Parse the body, find the model, check the key; counts the request."""
+        """Parse the body, find the model, record the request, check the key; counts the request."""
         try:
             body = json.loads(await request.read())
         except ValueError:
@@ -259,65 +294,115 @@ class SimServer:
         if state is None:
             raise wire.reject(404, payloads.model_not_found_error(str(name)))
         state.requests += 1
+        recorded = RecordedRequest.of(request.path, body, request.headers)
+        state.recorded.append(recorded)
         key = state.model.required_api_key
-        if key is not None and request.headers.get("Authorization") != f"Bearer {key}":
+        if key is not None and recorded.api_key != key:
             state.auth_errors += 1
             raise wire.reject(401, payloads.auth_error())
         return body, state
 
-    async def _take_outcome(self, state: ModelState, *, stream: bool) -> Fault:
-        """Draw the outcome and wait out the latency; error outcomes raise."""
+    async def _take_outcome(
+        self,
+        request: web.Request,
+        state: ModelState,
+        *,
+        stream: bool,
+        prompt_tokens: int,
+        dialect: Dialect,
+    ) -> tuple[Fault, web.StreamResponse | None]:
+        """Draw the outcome and wait out the latency; error outcomes raise.
+
+        Returns the fault and, for a streamed KEEPALIVE, the SSE response
+        already opened (its comments went out while "thinking").
+        """
+        model = state.model
         fault = state.next_outcome(self._rng)
-        failure = wire.fault_response(fault, state.model, stream=stream)
+        credential = request.headers.get("Authorization") or request.headers.get("x-api-key") or ""
+        failure = wire.fault_response(
+            fault,
+            model,
+            stream=stream,
+            authorization=credential,
+            prompt_tokens=prompt_tokens,
+            event_prefix=dialect.event_prefix,
+        )
         if failure is not None:
             raise wire.Reject(failure)
+        opened = None
+        if fault is Fault.KEEPALIVE and stream:
+            opened = web.StreamResponse(headers=wire.SSE_HEADERS)
+            await opened.prepare(request)
+            await wire.keep_alive(opened, dialect.keepalive_frame, model.keepalive_s, model.keepalive_interval_s)
+        elif fault is Fault.KEEPALIVE:
+            await asyncio.sleep(model.keepalive_s)
         if fault is Fault.HANG:
-            await asyncio.sleep(state.model.hang_s)
-        ttft_s = generation.sample_ttft_s(state.model.ttft_ms, self._rng)
+            await asyncio.sleep(model.hang_s)
+        ttft_s = generation.sample_ttft_s(model.ttft_ms, self._rng)
         if ttft_s > 0:
             await asyncio.sleep(ttft_s)
-        return fault
+        return fault, opened
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
-        body, state = await self._admit(request)
+    async def _chat(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
+        raw, state = await self._admit(request)
+        body = dialect.chat_body(raw)
         self._completions += 1
         try:
             reply = replies.plan_reply(
                 body,
                 state.model,
                 seed=self._seed,
-                reply_id=f"chatcmpl-sim{self._completions:010d}",
+                reply_id=f"{dialect.id_prefix}{self._completions:010d}",
                 created=int(self._clock()),
+                limit_in_window=dialect.limit_in_window,
             )
         except replies.ContextWindowExceeded:
             state.context_errors += 1
             raise
-        fault = await self._take_outcome(state, stream=reply.stream)
+        fault, opened = await self._take_outcome(
+            request, state, stream=reply.stream, prompt_tokens=reply.prompt_tokens, dialect=dialect
+        )
+        cached = state.prompt_cache.cached_tokens(reply.prompt_units, state.model)
+        reply = dataclasses.replace(reply, cached_tokens=cached)
         if reply.stream:
-            return await self._stream(request, state, reply, cut=fault is Fault.STREAM_CUT)
+            return await self._stream(request, state, reply, dialect, fault, opened)
         tokens_per_s = state.model.tokens_per_s
         if tokens_per_s:
-            await asyncio.sleep(len(reply.tokens) / tokens_per_s)
-        completion = replies.completion_body(reply)
-        if fault is Fault.STREAM_CUT:
+            await asyncio.sleep(reply.completion_tokens / tokens_per_s)
+        completion = dialect.completion(reply, without_choices=fault is Fault.NO_CHOICES)
+        if fault in (Fault.STREAM_CUT, Fault.CUT_AFTER_FIRST_CHUNK):
             return await wire.send_truncated(request, json.dumps(completion).encode())
         if fault is Fault.NONE:
-            state.record_success(reply.prompt_tokens, len(reply.tokens))
+            state.record_success(reply.prompt_tokens, reply.completion_tokens)
         return wire.json_response(completion)
 
     async def _stream(
-        self, request: web.Request, state: ModelState, reply: replies.Reply, *, cut: bool
+        self,
+        request: web.Request,
+        state: ModelState,
+        reply: replies.Reply,
+        dialect: Dialect,
+        fault: Fault,
+        opened: web.StreamResponse | None,
     ) -> web.StreamResponse:
-        """Send the reply as SSE; with ``cut`` hang up after half the tokens."""
-        head, frames, tail = replies.stream_frames(reply, cut=cut)
-        response = web.StreamResponse(headers=wire.SSE_HEADERS)
-        await response.prepare(request)
+        """Send the reply as SSE; the cut faults hang up after half the frames, or after the first."""
+        head, frames, tail = dialect.frames(reply, without_choices=fault is Fault.NO_CHOICES)
+        cut = fault in (Fault.STREAM_CUT, Fault.CUT_AFTER_FIRST_CHUNK)
+        if fault is Fault.STREAM_CUT:
+            frames = frames[: max(1, len(frames) // 2)]
+        elif fault is Fault.CUT_AFTER_FIRST_CHUNK:
+            frames = frames[:1]
+        response = opened
+        if response is None:
+            response = web.StreamResponse(headers=wire.SSE_HEADERS)
+            await response.prepare(request)
         await wire.write_paced(response, head, frames, state.model.tokens_per_s)
         if cut:
             wire.drop_connection(request)
             return response
         await response.write(tail)
-        state.record_success(reply.prompt_tokens, len(reply.tokens))
+        if fault is Fault.NONE:
+            state.record_success(reply.prompt_tokens, reply.completion_tokens)
         return response
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
@@ -330,14 +415,18 @@ class SimServer:
             raise wire.reject(
                 400, payloads.context_length_error(model.context_window, max(token_counts))
             )
-        fault = await self._take_outcome(state, stream=False)
+        fault, _ = await self._take_outcome(
+            request, state, stream=False, prompt_tokens=sum(token_counts), dialect=OPENAI
+        )
         vectors: list[Any] = [
             generation.embed_text(text, model.name, model.embedding_dim) for text in texts
         ]
         if body.get("encoding_format") == "base64":
             vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
-        result = payloads.embeddings(model.name, vectors, sum(token_counts))
-        if fault is Fault.STREAM_CUT:
+        result = payloads.embeddings(model.name, vectors, None if model.omit_usage else sum(token_counts))
+        if fault is Fault.NO_CHOICES:
+            del result["data"]
+        if fault in (Fault.STREAM_CUT, Fault.CUT_AFTER_FIRST_CHUNK):
             return await wire.send_truncated(request, json.dumps(result).encode())
         if fault is Fault.NONE:
             state.record_success(sum(token_counts), 0)

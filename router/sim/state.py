@@ -16,13 +16,58 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from router.sim.models import Fault, ModelStats, SimModel
+from router.sim.recording import RecordedRequest
 
-__all__ = ["ModelState"]
+__all__ = ["ModelState", "PromptCache"]
+
+RECORDED_REQUESTS = 64  # per model; older ones are dropped
 
 _INJECTABLE: tuple[Fault, ...] = tuple(fault for fault in Fault if fault is not Fault.NONE)
+
+
+class PromptCache:
+    """The last prompts a model saw, to tell how much of a new one is a cached prefix.
+
+    Example:
+        >>> cache = PromptCache()
+        >>> model = SimModel(name="m", cache_min_tokens=4, cache_block_tokens=2)
+        >>> cache.cached_tokens(list("abcdefg"), model), cache.cached_tokens(list("abcdexy"), model)
+        (0, 4)
+    """
+
+    def __init__(self) -> None:
+        self._recent: deque[tuple[str, ...]] = deque()
+
+    def cached_tokens(self, units: Sequence[str], model: SimModel) -> int:
+        """Cached tokens of a prompt given as pseudo-tokens; remembers the prompt.
+
+        The longest prefix shared with a remembered prompt, rounded down to
+        ``cache_block_tokens``, if it reaches ``cache_min_tokens``; else 0.
+        """
+        if model.cache_min_tokens is None:
+            return 0
+        prompt = tuple(units)
+        shared = max((_common_prefix(prompt, seen) for seen in self._recent), default=0)
+        self._recent.append(prompt)
+        while len(self._recent) > model.cache_history:
+            self._recent.popleft()
+        cached = shared - shared % model.cache_block_tokens
+        return cached if cached >= model.cache_min_tokens else 0
+
+    def clear(self) -> None:
+        """Forget every prompt."""
+        self._recent.clear()
+
+
+def _common_prefix(a: Sequence[str], b: Sequence[str]) -> int:
+    limit = min(len(a), len(b))
+    for index in range(limit):
+        if a[index] != b[index]:
+            return index
+    return limit
 
 
 class ModelState:
@@ -35,6 +80,8 @@ class ModelState:
         self.model = model
         self.original = model
         self._script: deque[Fault] = deque()
+        self.prompt_cache = PromptCache()
+        self.recorded: deque[RecordedRequest] = deque(maxlen=RECORDED_REQUESTS)
         self.reset()
 
     @property
@@ -47,7 +94,9 @@ class ModelState:
         self._script = deque(Fault(outcome) for outcome in outcomes)
 
     def reset(self) -> None:
-        """Zero every counter (the script and the model are kept)."""
+        """Zero every counter, forget recorded requests and cached prompts (the script and the model are kept)."""
+        self.recorded.clear()
+        self.prompt_cache.clear()
         self.requests = 0
         self.successes = 0
         self.faults: dict[Fault, int] = dict.fromkeys(_INJECTABLE, 0)

@@ -8,6 +8,8 @@ Example:
     500
     >>> fault_response(Fault.HANG, SimModel(name="m"), stream=False) is None
     True
+    >>> fault_response(Fault.RATE_LIMIT_RESET, SimModel(name="m"), stream=False).headers["x-ratelimit-reset-requests"]
+    '1s'
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ __all__ = [
     "embedding_inputs",
     "fault_response",
     "json_response",
+    "keep_alive",
+    "openai_duration",
     "reject",
     "send_truncated",
     "write_paced",
@@ -67,21 +71,57 @@ def reject(status: int, body: payloads.JSONDict) -> Reject:
     return Reject(json_response(body, status))
 
 
-def fault_response(fault: Fault, model: SimModel, *, stream: bool) -> web.Response | None:
+def openai_duration(seconds: float) -> str:
+    """Format a delay like OpenAI's ``x-ratelimit-reset-*`` headers.
+
+    Example:
+        >>> openai_duration(0.02), openai_duration(1.5), openai_duration(360)
+        ('20ms', '1.5s', '6m0s')
+    """
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    minutes, rest = divmod(seconds, 60)
+    return f"{int(minutes)}m{rest:g}s" if minutes else f"{rest:g}s"
+
+
+def _rate_limit_headers(fault: Fault, retry_after_s: float) -> dict[str, str]:
+    if fault is Fault.RATE_LIMIT_MS:
+        return {"retry-after-ms": str(round(retry_after_s * 1000))}
+    if fault is Fault.RATE_LIMIT_RESET:
+        return {
+            "x-ratelimit-limit-requests": "60",
+            "x-ratelimit-remaining-requests": "0",
+            "x-ratelimit-reset-requests": openai_duration(retry_after_s),
+        }
+    return {
+        "Retry-After": str(math.ceil(retry_after_s)),
+        "retry-after-ms": str(round(retry_after_s * 1000)),
+    }
+
+
+def fault_response(
+    fault: Fault,
+    model: SimModel,
+    *,
+    stream: bool,
+    authorization: str = "",
+    prompt_tokens: int = 0,
+    event_prefix: bytes = b"",
+) -> web.Response | None:
     """The response an error fault sends instead of an answer, else ``None``.
 
     MALFORMED is a 200 whose body does not parse: plain garbage with
     ``Content-Type: application/json``, or for a stream one SSE event whose data
     is not JSON (a non-SSE body would make LiteLLM yield an empty stream).
+    ``authorization`` is what ECHO_AUTH quotes; ``prompt_tokens`` what
+    CONTEXT_OVERFLOW reports; ``event_prefix`` precedes the ``data:`` line of a
+    malformed stream event (Anthropic's parser skips events without a name).
+    Faults that still answer (HANG, KEEPALIVE, the
+    cuts, NO_CHOICES) give ``None``.
     """
-    if fault is Fault.RATE_LIMIT:
-        headers = {
-            "Retry-After": str(math.ceil(model.retry_after_s)),
-            "retry-after-ms": str(round(model.retry_after_s * 1000)),
-        }
-        return json_response(
-            payloads.rate_limit_error(model.name, model.retry_after_s), 429, headers
-        )
+    if fault in (Fault.RATE_LIMIT, Fault.RATE_LIMIT_MS, Fault.RATE_LIMIT_RESET):
+        headers = _rate_limit_headers(fault, model.retry_after_s)
+        return json_response(payloads.rate_limit_error(model.name, model.retry_after_s), 429, headers)
     if fault is Fault.SERVER_ERROR:
         return json_response(payloads.server_error(), 500)
     if fault is Fault.UNAVAILABLE:
@@ -89,8 +129,21 @@ def fault_response(fault: Fault, model: SimModel, *, stream: bool) -> web.Respon
     if fault is Fault.BAD_REQUEST:
         message = "Invalid value for 'temperature' (simulated)."
         return json_response(payloads.bad_request_error(message, "temperature"), 400)
+    if fault is Fault.CONTEXT_OVERFLOW:
+        used = max(prompt_tokens, model.context_window + 1)
+        return json_response(payloads.context_overflow_error(model.context_window, used), 400)
+    if fault is Fault.CONTENT_POLICY:
+        return json_response(payloads.content_policy_error(), 400)
+    if fault is Fault.CONTENT_FILTER:
+        return json_response(payloads.content_filter_error(), 400)
+    if fault is Fault.ECHO_AUTH:
+        return json_response(payloads.echo_auth_error(authorization), 400)
+    if fault is Fault.CUSTOM_ERROR:
+        error = model.custom_error
+        body = payloads.error_body(error.message, error.type, error.param, error.code)
+        return json_response(body, error.status, error.headers)
     if fault is Fault.MALFORMED and stream:
-        return web.Response(body=b"data: " + payloads.MALFORMED_BODY + b"\n\n", headers=SSE_HEADERS)
+        return web.Response(body=event_prefix + b"data: " + payloads.MALFORMED_BODY + b"\n\n", headers=SSE_HEADERS)
     if fault is Fault.MALFORMED:
         return web.Response(body=payloads.MALFORMED_BODY, headers=JSON_HEADERS)
     return None
@@ -138,6 +191,20 @@ async def write_paced(
             await asyncio.sleep(delay)
         pending.append(frame)
     await response.write(b"".join(pending))
+
+
+async def keep_alive(response: web.StreamResponse, frame: bytes, duration_s: float, interval_s: float) -> None:
+    """Send ``frame`` at 0, ``interval_s``, ... before ``duration_s``, then wait out ``duration_s``.
+
+    The count is ``ceil(duration_s / interval_s)`` (at least one), whatever
+    the machine's speed.
+    """
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for index in range(max(1, math.ceil(duration_s / interval_s - 1e-9))):
+        await asyncio.sleep(max(0.0, start + index * interval_s - loop.time()))
+        await response.write(frame)
+    await asyncio.sleep(max(0.0, start + duration_s - loop.time()))
 
 
 async def send_truncated(request: web.Request, body: bytes) -> web.StreamResponse:
