@@ -300,12 +300,15 @@ class QuotaStoreError(Exception):
 
     `maybe_applied` is True when the command may still run on the store after
     the caller gave up (it was sent, then timed out): a reserve that failed so
-    is voided later, so that its lease cannot outlive it.
+    is voided later, so that its lease cannot outlive it. `outage` is False
+    for a refusal that concerns one request only (a tenant past its own key
+    bound): the store is not treated as down for everyone else.
     """
 
-    def __init__(self, message: str, *, maybe_applied: bool = False) -> None:
+    def __init__(self, message: str, *, maybe_applied: bool = False, outage: bool = True) -> None:
         super().__init__(message)
         self.maybe_applied = maybe_applied
+        self.outage = outage
 
 
 class QuotaStore(ABC):

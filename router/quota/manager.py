@@ -332,8 +332,9 @@ class QuotaManager:
                                   f"{self._down_until - now:.2f}s")
         try:
             return await call
-        except QuotaStoreError:
-            self._down_until = self._clock() + self._outage_probe_s
+        except QuotaStoreError as exc:
+            if exc.outage:
+                self._down_until = self._clock() + self._outage_probe_s
             raise
 
     async def _close(

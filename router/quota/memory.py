@@ -151,7 +151,8 @@ class MemoryStore(QuotaStore):
                 t.prune(now)
                 if len(t) + new_keys > self._max_per_tenant:
                     raise QuotaStoreError(
-                        f"memory quota store: one tenant holds {self._max_per_tenant} keys")
+                        f"memory quota store: one tenant holds {self._max_per_tenant} keys",
+                        outage=False)
             for r in plan.rates:
                 start = max(t.tat.get(r.key, now), now)
                 t.tat[r.key] = start + r.amount * r.interval_s
@@ -227,12 +228,16 @@ class MemoryStore(QuotaStore):
             if t is None or leases is None or leases.pop(plan.id, None) is None:
                 return False  # a void has nothing to guard against: a memory reserve is never late
             before = len(t)
+            if not leases:
+                del t.leases[plan.open_key]
             for r in plan.rates:
                 _move_rate(t, r, now)
             for w in plan.windows:
                 _adjust_window(t, w, now)
             for key in plan.release:
-                t.leases.get(key, {}).pop(plan.id, None)
+                held = t.leases.get(key)
+                if held is not None and held.pop(plan.id, None) is not None and not held:
+                    del t.leases[key]
             self._size += len(t) - before
             return True
 
