@@ -331,8 +331,11 @@ class QuotaStore(ABC):
 
     @abstractmethod
     async def top_up(self, plan: TopUpPlan) -> Literal["ok", "closed"] | Rejected:
-        """Raise an open reservation: "ok" when all of `plan` fit and was committed,
-        "closed" when the reservation is no longer open, else the failing item (nothing changed)."""
+        """Raise an open reservation by `plan`, all items or none.
+
+        Returns "ok" (committed), "closed" (the reservation is settled or its
+        lease lapsed) or the failing item (nothing changed).
+        """
 
     @abstractmethod
     async def usage(

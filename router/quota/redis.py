@@ -9,6 +9,11 @@ buckets. Every key carries its tenant in a hash tag (`llmr:{acme}:...`), so one
 tenant's keys share a Redis Cluster slot; every key expires (PEXPIRE) once its
 window, bucket or leases are over.
 
+Timeouts are ambiguous: a command may run on Redis after the client gave up.
+Reserve is idempotent (an id already open is not taken twice, so redis-py's
+one resend is harmless), settle is idempotent, and a reserve that timed out
+is voided by the manager (`QuotaStoreError.maybe_applied`).
+
 >>> store = RedisStore.from_url("redis://127.0.0.1:6379/0?prefix=llmr:")  # doctest: +SKIP
 >>> store.name  # doctest: +SKIP
 'redis://127.0.0.1:6379/0'
