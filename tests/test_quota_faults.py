@@ -30,7 +30,7 @@ from test_quota import (
 from router.errors import QuotaExceeded
 from router.quota import MemoryStore, QuotaManager, QuotaStore, store_from_url
 from router.quota.base import QuotaStoreError
-from router.quota.plan import tenant_keys
+from router.quota.plan import settle_plan
 from router.quota.redis import RedisStore
 
 # the fixtures of test_quota.py, shared by name
@@ -132,8 +132,6 @@ class TestRedisPause:
         t = tenants({"max_concurrent": 1})
         res = await reserve(quota, t)
         await quota.refund(res)
-        from router.quota.plan import settle_plan
-
         # the void of a reserve that never arrived, then the reserve arriving late
         late = await quota.reserve(t, tenant="acme", route="default")
         void = settle_plan(late, 0, 0, None, void_s=60)
@@ -323,4 +321,3 @@ async def test_aclose_cancels_what_cannot_land(clock: FakeClock) -> None:
     started = time.monotonic()
     await quota.aclose(flush_timeout_s=0.05)
     assert quota.pending_settles == 0 and time.monotonic() - started < 5
-    assert tenant_keys("acme")[1] == "{acme}:t:open"
