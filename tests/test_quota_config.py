@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from router.errors import ConfigError
 from router.policy.loader import load_model
-from router.quota import Limits, TenantLimits, TenantsFile, reference_issues
+from router.quota import Limits, TenantLimits, TenantsFile, reference_issues, unpriced_issues
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "tenants.yaml"
 
@@ -135,3 +135,44 @@ def test_reference_issues_name_each_dangling_name() -> None:
         "tenants.acme.deployments.nowhere",
     ]
     assert all(i.file == "t.yaml" for i in issues)
+
+
+REACHABLE = {"default": {"gpt-4o-mini", "llama-local"}, "local": {"llama-local"},
+             "premium": {"gpt-4o"}}
+
+
+def unpriced(data: dict[str, Any], missing: set[str] | None = None) -> list[tuple[str, str]]:
+    issues = unpriced_issues(validate(data), file="tenants.yaml", reachable=REACHABLE,
+                             unpriced={"llama-local"} if missing is None else missing)
+    assert all(i.file == "tenants.yaml" for i in issues)
+    return [(i.field, i.message) for i in issues]
+
+
+def test_a_budget_reaching_an_unpriced_deployment_is_an_error() -> None:
+    [(field, message)] = unpriced({"tenants": {"default": {"usd_per_day": 5}}})
+    assert field == "tenants.default.usd_per_day"
+    assert "'llama-local' (via default, local)" in message and "price" in message
+
+
+def test_unpriced_deployments_under_no_budget_are_fine() -> None:
+    assert unpriced({"tenants": {"default": {"requests_per_minute": 60, "tokens_per_day": 9}}}) == []
+    assert unpriced({"tenants": {"default": {"usd_per_day": 5}}}, missing=set()) == []
+
+
+def test_only_routes_the_tenant_may_use_count() -> None:
+    data = {"tenants": {"default": {}, "acme": {"usd_per_month": 100,
+                                                "allowed_routes": ["premium"]}}}
+    assert unpriced(data) == []
+    data["tenants"]["acme"]["allowed_routes"] = ["premium", "local"]
+    assert [f for f, _ in unpriced(data)] == ["tenants.acme.usd_per_month"]
+
+
+def test_route_and_deployment_budgets_are_checked_in_their_scope() -> None:
+    data = {"tenants": {"default": {
+        "routes": {"premium": {"usd_per_day": 1}, "local": {"usd_per_day": 1}},
+        "deployments": {"gpt-4o-mini": {"usd_per_day": 1}, "llama-local": {"usd_per_month": 2}},
+    }}}
+    assert [f for f, _ in unpriced(data)] == [
+        "tenants.default.routes.local.usd_per_day",
+        "tenants.default.deployments.llama-local.usd_per_month",
+    ]

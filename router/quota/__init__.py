@@ -20,7 +20,14 @@ from router.quota.base import (
     TenantUsage,
     WindowUsage,
 )
-from router.quota.config import FailurePolicy, Limits, TenantLimits, TenantsFile, reference_issues
+from router.quota.config import (
+    FailurePolicy,
+    Limits,
+    TenantLimits,
+    TenantsFile,
+    reference_issues,
+    unpriced_issues,
+)
 from router.quota.manager import QuotaManager
 from router.quota.memory import MemoryStore
 
@@ -38,6 +45,7 @@ __all__ = [
     "WindowUsage",
     "reference_issues",
     "store_from_url",
+    "unpriced_issues",
 ]
 
 

@@ -14,6 +14,12 @@ and commits them all, or none, in one atomic step:
 - `SlotItem`: a set of leases (reservation id -> expiry), for `max_concurrent`
   and for knowing whether a reservation is still open (so settle is idempotent).
 
+A reservation's held amounts can be raised later (`TopUpPlan`, checked and
+committed atomically like a reserve), and a reservation whose reserve may have
+reached the store after the caller gave up can be voided (`SettlePlan.void_key`):
+the store refunds it if it is there, else remembers its id so that a late
+arrival is refused.
+
 Money is counted in integer nano-dollars (`USD_SCALE`) so that 50 requests of
 $0.02 fill a $1 budget exactly, with no float drift.
 
@@ -31,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
-from router.quota.config import TenantLimits
+from router.quota.config import FailurePolicy, TenantLimits
 
 Window = Literal["minute", "day", "month"]
 WINDOWS: tuple[Window, ...] = ("minute", "day", "month")
@@ -117,6 +123,8 @@ class ReservePlan:
     windows: tuple[WindowItem, ...]
     slots: tuple[SlotItem, ...]
     lease_s: float
+    #: Ids of reservations given up on (see `SettlePlan.void_key`): one found here is refused.
+    void_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,13 +175,51 @@ class WindowAdjust:
 
 @dataclass(frozen=True, slots=True)
 class SettlePlan:
-    """Closes reservation `id`: leaves `open_key` (no-op if already left), adjusts, releases."""
+    """Closes reservation `id`: leaves `open_key` (no-op if already left), adjusts, releases.
+
+    With `void_key`, a reservation that is not open is remembered there for
+    `void_s` seconds, and a reserve of that id arriving later is refused: the
+    caller gave up on it (a timeout), so nobody would ever settle it.
+    """
 
     id: str
     open_key: str
     rates: tuple[RateAdjust, ...]
     windows: tuple[WindowAdjust, ...]
     release: tuple[str, ...]
+    void_key: str = ""
+    void_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TopUpWindow:
+    """Raise one window's tokens and nano-dollars by `deltas`, within `limits`.
+
+    Applies only while the window is still `window_id` (the one the
+    reservation counted in); an ended window is neither checked nor changed.
+    """
+
+    key: str
+    window: Window
+    window_id: int
+    deltas: tuple[int, int]
+    limits: tuple[int | None, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class TopUpPlan:
+    """Raise open reservation `id` by more tokens and dollars: all items fit, or nothing changes.
+
+    `rates` are the token buckets (their `amount` is the extra tokens); every
+    lease in `open_key` and `renew` is extended to `lease_s` from now.
+    """
+
+    id: str
+    open_key: str
+    rates: tuple[RateItem, ...]
+    windows: tuple[TopUpWindow, ...]
+    renew: tuple[str, ...]
+    lease_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,12 +250,22 @@ class TenantUsage:
     in_flight: int
 
 
+@dataclass(slots=True)
+class Held:
+    """What a reservation holds in the store now: its estimate, raised by each top-up."""
+
+    tokens: int
+    nano_usd: int
+
+
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """What `QuotaManager.reserve` took, so that settle and refund undo exactly that.
 
-    `degraded` marks a reservation served while the store was down (fail
-    open): nothing was counted, so settle and refund do nothing.
+    `degraded` marks a reservation served while the shared store was down:
+    it was counted only in this process's local fallback limiter, where
+    settle and refund then apply. `held` starts at the estimate and grows
+    with `QuotaManager.top_up`.
     """
 
     id: str
@@ -223,6 +279,14 @@ class Reservation:
     #: The tenant's limits when reserved: a settle on another deployment needs them.
     limits: TenantLimits = field(default_factory=TenantLimits, repr=False, compare=False)
     degraded: bool = False
+    #: The manager's clock when reserved: background settles stop retrying once the lease is over.
+    reserved_at: float = 0.0
+    #: The tenants file's `failure_mode` when reserved, for a top-up during an outage.
+    failure_mode: FailurePolicy | None = field(default=None, repr=False, compare=False)
+    held: Held = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "held", Held(self.est_tokens, to_nano_usd(self.est_cost_usd)))
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -232,7 +296,19 @@ class Reservation:
 
 
 class QuotaStoreError(Exception):
-    """The store could not be reached or answered nonsense; the manager applies `failure_mode`."""
+    """The store could not be reached or answered nonsense; the manager applies `failure_mode`.
+
+    `maybe_applied` is True when the command may still run on the store after
+    the caller gave up (it was sent, then timed out): a reserve that failed so
+    is voided later, so that its lease cannot outlive it. `outage` is False
+    for a refusal that concerns one request only (a tenant past its own key
+    bound): the store is not treated as down for everyone else.
+    """
+
+    def __init__(self, message: str, *, maybe_applied: bool = False, outage: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
+        self.outage = outage
 
 
 class QuotaStore(ABC):
@@ -252,6 +328,14 @@ class QuotaStore(ABC):
     @abstractmethod
     async def settle(self, plan: SettlePlan) -> bool:
         """Apply `plan` if its reservation is still open; False when it was already closed."""
+
+    @abstractmethod
+    async def top_up(self, plan: TopUpPlan) -> Literal["ok", "closed"] | Rejected:
+        """Raise an open reservation by `plan`, all items or none.
+
+        Returns "ok" (committed), "closed" (the reservation is settled or its
+        lease lapsed) or the failing item (nothing changed).
+        """
 
     @abstractmethod
     async def usage(

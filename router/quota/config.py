@@ -16,6 +16,12 @@ How each limit is counted (see `router.quota.manager` for the details):
   midnight UTC and on the first of the month.
 - `max_concurrent` counts reservations not yet settled or refunded.
 
+Dollar limits need prices: a deployment a tenant with a `usd_per_*` limit can
+reach (through an allowed route, its targets or its fallbacks) must have a
+known price, from LiteLLM's cost map or its own `price:` in the deployments
+file (`price: {input_per_mtok: 0}` says it is free). Otherwise its calls would
+count as $0 and the budget would not hold; `unpriced_issues` reports it.
+
 Example::
 
     unknown_tenants: default
@@ -37,7 +43,7 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -187,4 +193,56 @@ def reference_issues(
                 issues.append(
                     ConfigIssue(file, f"{where}.deployments.{dep}", f"unknown deployment {dep!r}")
                 )
+    return issues
+
+
+def unpriced_issues(
+    tenants: TenantsFile,
+    *,
+    file: str,
+    reachable: Mapping[str, Collection[str]],
+    unpriced: Collection[str],
+) -> list[ConfigIssue]:
+    """Dollar limits that deployments without a known price could pass uncounted.
+
+    `reachable` maps each route to the deployments a request entering it may
+    be sent to (its targets and its fallback routes' targets); `unpriced`
+    names the deployments with neither a `price:` nor an entry in the cost
+    map. One issue per tenant and limit scope, on the `usd_per_*` field, naming
+    the deployments and the routes that reach them; the fix is a `price:`.
+
+    >>> t = TenantsFile.model_validate({"tenants": {"default": {"usd_per_day": 5}}})
+    >>> [i.field for i in unpriced_issues(t, file="t.yaml", reachable={"local": {"llama"}},
+    ...                                   unpriced={"llama"})]
+    ['tenants.default.usd_per_day']
+    """
+    issues: list[ConfigIssue] = []
+    unknown = set(unpriced)
+
+    def report(where: str, lim: Limits, routes: Collection[str], only: Collection[str] | None) -> None:
+        field = next((f for f in ("usd_per_day", "usd_per_month") if getattr(lim, f) is not None), None)
+        if field is None:
+            return
+        found: dict[str, set[str]] = {}
+        for route in routes:
+            for dep in reachable.get(route, ()):
+                if dep in unknown and (only is None or dep in only):
+                    found.setdefault(dep, set()).add(route)
+        if found:
+            names = ", ".join(f"{d!r} (via {', '.join(sorted(found[d]))})" for d in sorted(found))
+            issues.append(ConfigIssue(
+                file, f"{where}.{field}",
+                f"no known price for {names}: its calls would count as $0 against this limit; "
+                "give it a price in the deployments file (price: {input_per_mtok: 0} if it is free)",
+            ))
+
+    for name, t in tenants.tenants.items():
+        allowed = [r for r in reachable if t.allows(r)]
+        where = f"tenants.{name}"
+        report(where, t, allowed, None)
+        for route, lim in t.routes.items():
+            if t.allows(route):
+                report(f"{where}.routes.{route}", lim, [route], None)
+        for dep, lim in t.deployments.items():
+            report(f"{where}.deployments.{dep}", lim, allowed, {dep})
     return issues

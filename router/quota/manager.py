@@ -1,20 +1,32 @@
-"""Tenant quotas: reserve before the call, settle (or refund) after it.
+"""Tenant quotas: reserve before the call, top up before a pricier attempt, settle after it.
 
 `reserve` checks every limit that applies (the tenant's, the tenant's on this
 route, the tenant's on this deployment) and takes the estimate from all of
-them in one atomic store step, so concurrent requests can never overshoot a
-budget: of 200 requests racing for a budget that fits 50, exactly 50 pass.
-`settle` then replaces the estimate with the actual tokens and cost, and
-`refund` returns the estimate of a call that failed.
+them in one atomic store step, so concurrent requests never overshoot a
+budget by their estimates: of 200 requests racing for a budget that fits 50,
+exactly 50 pass. `settle` then replaces what is held with the actual tokens
+and cost, and `refund` returns what a failed call held.
 
 What a refund gives back: tokens, dollars and the concurrency slot. The
 request itself stays counted (the `requests_per_*` limits and bucket), as in
 Envoy and `limits`: a tenant hammering a failing provider is still throttled.
 
-A fallback chain keeps one reservation. When another deployment answered,
-`settle(..., deployment=...)` moves the per-deployment counters from the
-reserved deployment to the one used, without checking its limits (the call
-has already happened). Per-route counters stay with the route reserved.
+A fallback chain keeps one reservation. Before an attempt on a deployment
+pricier than what the reservation holds, the caller calls `top_up` with that
+attempt's estimate: it raises what is held, atomically, only if the raise
+still fits every limit (else the attempt is skipped). When another deployment
+answered, `settle(..., deployment=...)` moves the per-deployment counters from
+the reserved deployment to the one used, without checking its limits (the
+call has already happened). Per-route counters stay with the route reserved.
+
+How far a budget can still be passed: by what a provider reports above our
+estimate of the call that answered (more prompt tokens than we counted, or
+more output than `max_tokens` assumed, or a price above the one we know):
+each settle counts the actual, so a call can push its tenant past the limit
+by that difference, and the next reserve is refused. Nothing else passes it
+while the store answers. While it does not, limits that fail open are kept
+by a per-process limiter (see below), so N processes admit up to N times the
+limit; calls counted there are never counted in the shared store.
 
 `QuotaExceeded` names the limit that makes the caller wait longest. Its
 `usage` is, for `*_per_day`/`*_per_month`, the window's count (reservations
@@ -25,14 +37,20 @@ the end of the UTC day or month), None when only a finished call can help
 (`max_concurrent`) or when the request alone is larger than the limit.
 
 Store outage (`failure_mode`): limits counted in dollars fail closed by default
-(`QuotaStoreUnavailable`); the others fail open: the request is served
-uncounted, `store_errors` goes up and a warning is logged at most once per
-`log_interval_s`. Settle and refund never raise for an outage (the answer is
-already there); their counts are lost and logged.
+(`QuotaStoreUnavailable`); the others fail open to a local limiter: the same
+plan runs against a `MemoryStore` in this process (so a 50 rpm limit still
+admits about 50 a minute per process), `store_errors` goes up and a warning is
+logged at most once per `log_interval_s`. After a failure the shared store is
+not asked again for `outage_probe_s`, so requests do not each wait out a
+timeout. A reserve that timed out may still reach the store later: it is
+voided in the background (refunded if it landed, refused if it lands after).
 
-Leases: a reservation not settled within `lease_s` (a crashed process) frees
-its concurrency slot by itself; settling it afterwards is a no-op, so its
-estimate stays counted.
+Settles leave the caller's path: `settle_soon` and `refund_soon` return at
+once and a background task delivers them, retrying through an outage until
+the reservation's lease is over (`settle` and `refund` try once in line, then
+the same way). `flush()` waits for them. If the process dies first, the lease
+lapses by itself after `lease_s` (see `router.quota.settler` for what that
+over- or under-charges); settling a lapsed reservation is a no-op.
 
 >>> import asyncio
 >>> from router.quota import QuotaManager, TenantsFile, store_from_url
@@ -41,47 +59,54 @@ estimate stays counted.
 >>> async def call() -> float:
 ...     res = await quota.reserve(tenants, tenant="acme", route="default",
 ...                               deployment="gpt-4o-mini", est_tokens=1200, est_cost_usd=0.01)
-...     await quota.settle(res, tokens=900, cost_usd=0.004)
+...     assert await quota.top_up(res, tokens=1200, cost_usd=0.03)  # falling back to a pricier one
+...     quota.settle_soon(res, tokens=900, cost_usd=0.02, deployment="gpt-4o")
+...     await quota.flush()
 ...     return (await quota.usage("acme")).day.usd
 >>> asyncio.run(call())
-0.004
+0.02
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import TypeVar
 
-from router.errors import QuotaExceeded, QuotaStoreUnavailable, TenantNotAllowed
+from router.errors import QuotaStoreUnavailable, TenantNotAllowed
 from router.quota.base import (
-    USD_SCALE,
     QuotaStore,
     QuotaStoreError,
     Rejected,
     Reservation,
-    ReservePlan,
     TenantUsage,
     WindowUsage,
     to_nano_usd,
+    window_ids,
 )
 from router.quota.config import TenantLimits, TenantsFile
-from router.quota.plan import build_plan, settle_plan, tenant_keys
+from router.quota.memory import MemoryStore
+from router.quota.plan import build_plan, settle_plan, tenant_keys, top_up_plan
+from router.quota.settler import Settler
+from router.quota.verdicts import closed_limit, exceeded, never_fits, top_up_fails_closed
 
 log = logging.getLogger("router.quota")
 
-_FIELDS = ("requests", "tokens", "usd")
+_T = TypeVar("_T")
 _UNLIMITED = TenantLimits()
 
 
 class QuotaManager:
     """Applies a `TenantsFile` to requests, keeping counts in a `QuotaStore`.
 
-    `clock` (wall seconds) paces the outage warnings; the memory store has
-    its own clock and Redis uses its server's.
+    `clock` (wall seconds) paces outage warnings and probes, runs the local
+    fallback limiter and bounds settle retries; `sleep` waits between them.
+    The memory store has its own clock and Redis uses its server's.
     """
 
     def __init__(
@@ -89,18 +114,25 @@ class QuotaManager:
         store: QuotaStore,
         *,
         clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         lease_s: float = 900.0,
         log_interval_s: float = 60.0,
+        outage_probe_s: float = 1.0,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
         self.store = store
         self._clock = clock
         self._lease_s = lease_s
         self._log_interval_s = log_interval_s
+        self._outage_probe_s = outage_probe_s
         self._new_id = new_id
         self._next_log = -math.inf
         self._unlogged = 0
-        #: Store failures seen (reserve, settle, refund, usage), for metrics.
+        self._down_until = -math.inf
+        #: Counts what fails open while the shared store is down, per process.
+        self.local = MemoryStore(clock=clock)
+        self._settler = Settler(store, clock=clock, sleep=sleep)
+        #: Store failures seen (reserve, top-up, settle, refund, usage), for metrics.
         self.store_errors = 0
 
     @staticmethod
@@ -142,36 +174,77 @@ class QuotaManager:
     ) -> Reservation:
         """Take 1 request, `est_tokens` and `est_cost_usd` from every applicable limit, or raise.
 
-        Raises TenantNotAllowed, QuotaExceeded (nothing taken) or
-        QuotaStoreUnavailable (store down and a limit here fails closed).
+        One store round trip. Raises TenantNotAllowed, QuotaExceeded (nothing
+        taken) or QuotaStoreUnavailable (store down and a limit here fails closed).
         """
-        if est_tokens < 0 or not (math.isfinite(est_cost_usd) and est_cost_usd >= 0):
-            raise ValueError("est_tokens and est_cost_usd must be finite and non-negative")
+        _check_amounts(est_tokens, est_cost_usd)
         limits = self.resolve(tenants, tenant=tenant, route=route)
         plan = build_plan(
             self._new_id(), tenant, route, deployment, limits,
             est_tokens=est_tokens, est_nano_usd=to_nano_usd(est_cost_usd), lease_s=self._lease_s,
         )
-        impossible = _never_fits(plan)
+        impossible = never_fits(plan)
         if impossible is not None:
-            raise self._exceeded(tenant, plan, impossible)
+            raise exceeded(tenant, plan, impossible)
+        now = self._clock()
         res = Reservation(
             id=plan.id, tenant=tenant, route=route, deployment=deployment,
             est_tokens=est_tokens, est_cost_usd=est_cost_usd, plan=plan, limits=limits,
+            reserved_at=now, failure_mode=tenants.failure_mode if tenants is not None else None,
         )
         try:
-            verdict = await self.store.reserve(plan)
+            verdict = await self._shared(self.store.reserve(plan), now)
         except QuotaStoreError as exc:
             self._store_failed("reserve", exc)
-            closed = _closed_limit(plan, tenants)
+            if exc.maybe_applied:  # it may still land: make sure its lease cannot outlive us
+                stray = replace(res, window_ids=window_ids(now))
+                self._settler.submit(settle_plan(stray, 0, 0, None, void_s=self._lease_s),
+                                     deadline=now + self._lease_s, first_delay_s=self._outage_probe_s)
+            closed = closed_limit(plan, res.failure_mode)
             if closed is not None:
                 raise QuotaStoreUnavailable(
                     tenant=tenant, limit=closed, store=self.store.name
                 ) from exc
-            return replace(res, degraded=True)
+            res = replace(res, degraded=True)
+            try:
+                verdict = await self.local.reserve(plan)
+            except QuotaStoreError:  # this tenant passed its local key bound: serve it uncounted
+                return replace(res, window_ids=window_ids(now))
         if isinstance(verdict, Rejected):
-            raise self._exceeded(tenant, plan, verdict)
+            raise exceeded(tenant, plan, verdict)
         return replace(res, window_ids=verdict.window_ids)
+
+    async def top_up(self, res: Reservation, *, tokens: int, cost_usd: float) -> bool:
+        """Raise what `res` holds to at least `tokens` and `cost_usd`, if that still fits.
+
+        Call it before an attempt whose estimate exceeds what the reservation
+        holds (a fallback to a pricier deployment). True: the reservation now
+        holds at least these amounts (or already did; no round trip then).
+        False: the raise would pass a limit (tokens or dollars, any scope), or
+        the reservation is no longer open; nothing changed, skip the attempt.
+        Every lease of the reservation is renewed to `lease_s` from now.
+
+        Store outage: False if a dollar limit applies and money fails closed,
+        else True with nothing counted. Calls for one reservation must not
+        overlap (each raise is computed from what the last one left).
+        """
+        _check_amounts(tokens, cost_usd)
+        held = res.held
+        want_tokens, want_nano = max(tokens, held.tokens), max(to_nano_usd(cost_usd), held.nano_usd)
+        if (want_tokens, want_nano) == (held.tokens, held.nano_usd):
+            return True
+        plan = top_up_plan(res, want_tokens - held.tokens, want_nano - held.nano_usd)
+        now = self._clock()
+        try:
+            store = self.local if res.degraded else self.store
+            verdict = await (store.top_up(plan) if res.degraded else self._shared(store.top_up(plan), now))
+        except QuotaStoreError as exc:
+            self._store_failed("top_up", exc)
+            return not top_up_fails_closed(plan, res.failure_mode)
+        if verdict != "ok":
+            return False
+        held.tokens, held.nano_usd = want_tokens, want_nano
+        return True
 
     async def settle(
         self,
@@ -181,23 +254,53 @@ class QuotaManager:
         cost_usd: float,
         deployment: str | None = None,
     ) -> bool:
-        """Replace the estimate with the actual use and free the slot; False if already closed.
+        """Replace what is held with the actual use and free the slot; False if already closed.
 
         `deployment` names the deployment that answered when it is not the
-        reserved one. Never raises for a store outage.
+        reserved one. Tries once, in line; if the store fails, returns False
+        and retries in the background (see `settle_soon`). Never raises for
+        a store outage.
         """
-        if tokens < 0 or not (math.isfinite(cost_usd) and cost_usd >= 0):
-            raise ValueError("tokens and cost_usd must be finite and non-negative")
+        _check_amounts(tokens, cost_usd)
         return await self._close(res, tokens, to_nano_usd(cost_usd), deployment)
 
+    def settle_soon(
+        self, res: Reservation, *, tokens: int, cost_usd: float, deployment: str | None = None
+    ) -> None:
+        """`settle`, off the caller's path: returns at once; a background task delivers it.
+
+        Retried through store outages until the reservation's lease is over.
+        `flush()` waits for it. Needs a running event loop.
+        """
+        _check_amounts(tokens, cost_usd)
+        self._settler.submit(settle_plan(res, tokens, to_nano_usd(cost_usd), deployment),
+                             deadline=res.reserved_at + res.plan.lease_s)
+
     async def refund(self, res: Reservation) -> bool:
-        """The call failed: give back its tokens, dollars and slot (the request stays counted)."""
+        """The call failed: give back what it held and its slot (the request stays counted)."""
         return await self._close(res, 0, 0, None)
+
+    def refund_soon(self, res: Reservation) -> None:
+        """`refund`, off the caller's path (see `settle_soon`)."""
+        self._settler.submit(settle_plan(res, 0, 0, None), deadline=res.reserved_at + res.plan.lease_s)
+
+    async def flush(self, timeout_s: float | None = None) -> int:
+        """Wait for pending background settles; returns how many are still pending (0: all done).
+
+        A settle is done once it landed or gave up (its lease is over).
+        """
+        return await self._settler.flush(timeout_s)
+
+    @property
+    def pending_settles(self) -> int:
+        """Background settles not yet delivered."""
+        return self._settler.pending
 
     async def usage(self, tenant: str) -> TenantUsage:
         """`tenant`'s counts in the current UTC minute, day and month, and its open reservations.
 
-        Raises QuotaStoreUnavailable when the store is down.
+        Reads the shared store only (not what the local limiter counted during
+        an outage). Raises QuotaStoreUnavailable when the store is down.
         """
         window_keys, open_key = tenant_keys(tenant)
         try:
@@ -215,39 +318,38 @@ class QuotaManager:
             in_flight=held,
         )
 
-    async def aclose(self) -> None:
-        """Close the store's connections."""
+    async def aclose(self, *, flush_timeout_s: float = 5.0) -> None:
+        """Deliver pending settles (for up to `flush_timeout_s`), then close the store."""
+        await self._settler.aclose(flush_timeout_s)
         await self.store.aclose()
+
+    async def _shared(self, call: Awaitable[_T], now: float) -> _T:
+        """Await a shared-store call, unless the store failed within `outage_probe_s`."""
+        if now < self._down_until:
+            if asyncio.iscoroutine(call):
+                call.close()  # never started: nothing was sent
+            raise QuotaStoreError(f"{self.store.name}: down, next probe in "
+                                  f"{self._down_until - now:.2f}s")
+        try:
+            return await call
+        except QuotaStoreError as exc:
+            if exc.outage:
+                self._down_until = self._clock() + self._outage_probe_s
+            raise
 
     async def _close(
         self, res: Reservation, tokens: int, nano_usd: int, deployment: str | None
     ) -> bool:
-        if res.degraded:
-            return False
         plan = settle_plan(res, tokens, nano_usd, deployment)
+        if res.degraded:
+            return await self.local.settle(plan)
         try:
             return await self.store.settle(plan)
         except QuotaStoreError as exc:
             self._store_failed("settle", exc)
+            self._settler.submit(plan, deadline=res.reserved_at + res.plan.lease_s,
+                                 first_delay_s=self._outage_probe_s)
             return False
-
-    def _exceeded(self, tenant: str, plan: ReservePlan, r: Rejected) -> QuotaExceeded:
-        if r.kind == "rate":
-            item = plan.rates[r.index]
-            return QuotaExceeded(tenant=tenant, limit=item.limit, limit_value=item.limit_value,
-                                 usage=r.usage, retry_after=r.retry_after, scope=item.scope)
-        if r.kind == "slot":
-            slot = plan.slots[r.index]
-            return QuotaExceeded(tenant=tenant, limit="max_concurrent",
-                                 limit_value=float(slot.limit or 0), usage=r.usage,
-                                 retry_after=r.retry_after, scope=slot.scope)
-        w = plan.windows[r.index]
-        scale = USD_SCALE if r.field == 2 else 1
-        return QuotaExceeded(
-            tenant=tenant, limit=f"{_FIELDS[r.field]}_per_{w.window}",
-            limit_value=(w.limits[r.field] or 0) / scale, usage=r.usage / scale,
-            retry_after=r.retry_after, scope=w.scope,
-        )
 
     def _store_failed(self, action: str, exc: QuotaStoreError) -> None:
         self.store_errors += 1
@@ -261,37 +363,6 @@ class QuotaManager:
         self._next_log = now + self._log_interval_s
 
 
-def _never_fits(plan: ReservePlan) -> Rejected | None:
-    """A request larger than a limit itself: no wait will help (retry_after None)."""
-    for i, r in enumerate(plan.rates):
-        if r.amount > r.capacity:
-            return Rejected("rate", i, 0, 0.0, None)
-    for i, w in enumerate(plan.windows):
-        for f, limit in enumerate(w.limits):
-            if limit is not None and w.amounts[f] > limit:
-                return Rejected("window", i, f, 0.0, None)
-    for i, s in enumerate(plan.slots):
-        if s.limit == 0:
-            return Rejected("slot", i, 0, 0.0, None)
-    return None
-
-
-def _closed_limit(plan: ReservePlan, tenants: TenantsFile | None) -> str | None:
-    """The first limit in `plan` whose class fails closed, if any."""
-    mode = tenants.failure_mode if tenants is not None else None
-    if mode is None:
-        return None
-    for w in plan.windows:
-        if w.limits[2] is not None and mode.money == "closed":
-            return f"usd_per_{w.window}"
-    if mode.rates == "closed":
-        for r in plan.rates:
-            return r.limit
-        for w in plan.windows:
-            for f in (0, 1):
-                if w.limits[f] is not None:
-                    return f"{_FIELDS[f]}_per_{w.window}"
-        for s in plan.slots:
-            if s.limit is not None:
-                return "max_concurrent"
-    return None
+def _check_amounts(tokens: int, cost_usd: float) -> None:
+    if tokens < 0 or not (math.isfinite(cost_usd) and cost_usd >= 0):
+        raise ValueError("tokens and cost_usd must be finite and non-negative")

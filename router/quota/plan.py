@@ -3,7 +3,8 @@
 Keys are `{tenant}:scope:kind`: the tenant is a Redis Cluster hash tag, so all
 keys of one reservation share a slot; the scope is `t` (the tenant), `r=NAME`
 (a route) or `d=NAME` (a deployment); the kind is `rpm`, `tpm`, `minute`,
-`day`, `month`, `open` (the tenant's open reservations) or `slots`.
+`day`, `month`, `open` (the tenant's open reservations), `void` (ids of
+reservations given up on) or `slots`.
 
 >>> tenant_keys("acme")[1]
 '{acme}:t:open'
@@ -21,6 +22,8 @@ from router.quota.base import (
     ReservePlan,
     SettlePlan,
     SlotItem,
+    TopUpPlan,
+    TopUpWindow,
     Window,
     WindowAdjust,
     WindowItem,
@@ -122,26 +125,38 @@ def build_plan(
         rates += r
         windows += w
         slots += s
-    return ReservePlan(rid, tuple(rates), tuple(windows), tuple(slots), lease_s)
+    return ReservePlan(rid, tuple(rates), tuple(windows), tuple(slots), lease_s, void_key(tenant))
 
 
-def settle_plan(res: Reservation, tokens: int, nano_usd: int, deployment: str | None) -> SettlePlan:
-    """Undo the estimate, count the actual; move deployment counters if another one answered."""
+def void_key(tenant: str) -> str:
+    """The set of reservation ids whose reserve must be refused if it arrives late."""
+    return _key(tenant, _TENANT, "void")
+
+
+def settle_plan(
+    res: Reservation, tokens: int, nano_usd: int, deployment: str | None, *, void_s: float = 0.0
+) -> SettlePlan:
+    """Undo what is held, count the actual; move deployment counters if another one answered.
+
+    `void_s` > 0 makes it a void: a reservation not open is remembered that long.
+    """
     moved = deployment is not None and deployment != res.deployment
     old = _Scope.deployment(res.deployment).label if res.deployment is not None else None
-    d_tok = tokens - res.est_tokens
-    d_usd = nano_usd - to_nano_usd(res.est_cost_usd)
+    held_tok, held_usd = res.held.tokens, res.held.nano_usd
+    d_tok = tokens - held_tok
+    d_usd = nano_usd - held_usd
     rates: list[RateAdjust] = []
     for r in res.plan.rates:
         if moved and r.scope == old:
-            rates.append(RateAdjust(r.key, r.interval_s, -r.amount))
+            amount = float(held_tok) if r.limit == "tokens_per_minute" else r.amount
+            rates.append(RateAdjust(r.key, r.interval_s, -amount))
         elif r.limit == "tokens_per_minute" and d_tok:
             rates.append(RateAdjust(r.key, r.interval_s, float(d_tok)))
     windows: list[WindowAdjust] = []
     for w in res.plan.windows:
         wid = res.window_ids[WINDOWS.index(w.window)]
         if moved and w.scope == old:
-            undo = (-w.amounts[0], -w.amounts[1], -w.amounts[2])
+            undo = (-w.amounts[0], -held_tok, -held_usd)
             windows.append(WindowAdjust(w.key, w.window, wid, undo))
         elif d_tok or d_usd:
             windows.append(WindowAdjust(w.key, w.window, wid, (0, d_tok, d_usd)))
@@ -154,4 +169,21 @@ def settle_plan(res: Reservation, tokens: int, nano_usd: int, deployment: str | 
         rates += [RateAdjust(r.key, r.interval_s, r.amount) for r in new_rates if r.amount]
         windows += [WindowAdjust(w.key, w.window, None, w.amounts) for w in new_windows]
     release = tuple(s.key for s in res.plan.slots[1:])
-    return SettlePlan(res.id, res.plan.slots[0].key, tuple(rates), tuple(windows), release)
+    return SettlePlan(res.id, res.plan.slots[0].key, tuple(rates), tuple(windows), release,
+                      void_key(res.tenant) if void_s > 0 else "", void_s)
+
+
+def top_up_plan(res: Reservation, extra_tokens: int, extra_nano_usd: int) -> TopUpPlan:
+    """Raise every token bucket and window the reservation counted in by the extra amounts."""
+    rates = tuple(
+        RateItem(r.key, r.interval_s, r.capacity, float(extra_tokens), r.limit, r.limit_value,
+                 r.scope)
+        for r in res.plan.rates if r.limit == "tokens_per_minute" and extra_tokens
+    )
+    windows = tuple(
+        TopUpWindow(w.key, w.window, res.window_ids[WINDOWS.index(w.window)],
+                    (extra_tokens, extra_nano_usd), (w.limits[1], w.limits[2]))
+        for w in res.plan.windows
+    )
+    renew = tuple(s.key for s in res.plan.slots[1:])
+    return TopUpPlan(res.id, res.plan.slots[0].key, rates, windows, renew, res.plan.lease_s)

@@ -1,6 +1,6 @@
 """Quota state in Redis, shared by every router process and kept across restarts.
 
-Each reserve, settle and usage read is one round trip: one Lua script run with
+Each reserve, top-up, settle and usage read is one round trip: one Lua script run with
 EVALSHA, which Redis executes atomically, so a check and its commit can never
 be split by another client. Scripts are loaded with SCRIPT LOAD the first time
 Redis answers NOSCRIPT (after a restart or a SCRIPT FLUSH too). The scripts use
@@ -8,6 +8,11 @@ Redis's own `TIME`, so clients with skewed clocks still agree on windows and
 buckets. Every key carries its tenant in a hash tag (`llmr:{acme}:...`), so one
 tenant's keys share a Redis Cluster slot; every key expires (PEXPIRE) once its
 window, bucket or leases are over.
+
+Timeouts are ambiguous: a command may run on Redis after the client gave up.
+Reserve is idempotent (an id already open is not taken twice, so redis-py's
+one resend is harmless), settle is idempotent, and a reserve that timed out
+is voided by the manager (`QuotaStoreError.maybe_applied`).
 
 >>> store = RedisStore.from_url("redis://127.0.0.1:6379/0?prefix=llmr:")  # doctest: +SKIP
 >>> store.name  # doctest: +SKIP
@@ -26,6 +31,7 @@ try:
     from redis.asyncio import BlockingConnectionPool, Redis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import NoScriptError, RedisError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -40,6 +46,7 @@ from router.quota.base import (
     Rejected,
     ReservePlan,
     SettlePlan,
+    TopUpPlan,
 )
 
 _KINDS: dict[int, Literal["rate", "window", "slot"]] = {1: "rate", 2: "window", 3: "slot"}
@@ -83,6 +90,7 @@ class RedisStore(QuotaStore):
         self._reserve = _Script("reserve")
         self._settle = _Script("settle")
         self._usage = _Script("usage")
+        self._top_up = _Script("top_up")
 
     @classmethod
     def from_url(
@@ -130,13 +138,17 @@ class RedisStore(QuotaStore):
                 await self._client.script_load(script.source)
                 return await self._client.evalsha(script.sha, len(full), *full, *args)
         except (RedisError, OSError) as exc:
-            raise QuotaStoreError(f"{self.name}: {exc}") from exc
+            # A connection that could not be made never carried the command; anything
+            # else (a timeout above all) may have reached Redis and may still run there.
+            sent = not isinstance(exc, RedisConnectionError | ConnectionRefusedError)
+            raise QuotaStoreError(f"{self.name}: {exc}", maybe_applied=sent) from exc
 
     async def reserve(self, plan: ReservePlan) -> Admitted | Rejected:
         keys = [
             *(r.key for r in plan.rates),
             *(w.key for w in plan.windows),
             *(s.key for s in plan.slots),
+            plan.void_key or f"{plan.slots[0].key}:void",
         ]
         args = [self._now(), plan.id, repr(plan.lease_s),
                 str(len(plan.rates)), str(len(plan.windows)), str(len(plan.slots))]
@@ -147,6 +159,8 @@ class RedisStore(QuotaStore):
         args += [_opt(s.limit) for s in plan.slots]
         out = await self._run(self._reserve, keys, args)
         try:
+            if int(out[0]) == 2:
+                raise QuotaStoreError(f"{self.name}: reservation {plan.id} was voided")
             if int(out[0]) == 1:
                 return Admitted((int(out[1]), int(out[2]), int(out[3])))
             retry = float(out[5]) if out[5] else None
@@ -156,15 +170,36 @@ class RedisStore(QuotaStore):
 
     async def settle(self, plan: SettlePlan) -> bool:
         keys = [plan.open_key, *(r.key for r in plan.rates), *(w.key for w in plan.windows),
-                *plan.release]
-        args = [self._now(), plan.id,
-                str(len(plan.rates)), str(len(plan.windows)), str(len(plan.release))]
+                *plan.release, *((plan.void_key,) if plan.void_key else ())]
+        args = [self._now(), plan.id, str(len(plan.rates)), str(len(plan.windows)),
+                str(len(plan.release)), repr(plan.void_s) if plan.void_key else ""]
         for r in plan.rates:
             args += [repr(r.interval_s), repr(float(r.delta))]
         for w in plan.windows:
             wid = "" if w.window_id is None else str(w.window_id)
             args += [w.window, wid, *(str(n) for n in w.deltas)]
         return int(await self._run(self._settle, keys, args)) == 1
+
+    async def top_up(self, plan: TopUpPlan) -> Literal["ok", "closed"] | Rejected:
+        keys = [plan.open_key, *(r.key for r in plan.rates), *(w.key for w in plan.windows),
+                *plan.renew]
+        args = [self._now(), plan.id, repr(plan.lease_s),
+                str(len(plan.rates)), str(len(plan.windows)), str(len(plan.renew))]
+        for r in plan.rates:
+            args += [repr(r.interval_s), repr(float(r.capacity)), repr(float(r.amount))]
+        for w in plan.windows:
+            args += [w.window, str(w.window_id), *(str(n) for n in w.deltas),
+                     *(_opt(n) for n in w.limits)]
+        out = await self._run(self._top_up, keys, args)
+        try:
+            if int(out[0]) == 1:
+                return "ok"
+            if int(out[0]) == 2:
+                return "closed"
+            return Rejected(_KINDS[int(out[1])], int(out[2]), int(out[3]), float(out[4]),
+                            float(out[5]))
+        except (LookupError, TypeError, ValueError) as exc:
+            raise QuotaStoreError(f"{self.name}: unexpected reply {out!r}") from exc
 
     async def usage(
         self, window_keys: tuple[str, str, str], open_key: str

@@ -1,16 +1,23 @@
 -- Check every item of a reservation and commit them all, or none.
 -- KEYS: GCRA keys, then window hashes, then lease sets (KEYS[n_rates + n_windows + 1]
---   is the tenant's set of open reservations).
+--   is the tenant's set of open reservations), then the tenant's void set.
 -- ARGV: now ('' = Redis TIME), id, lease_s, n_rates, n_windows, n_slots, then
 --   per GCRA: interval_s, capacity, amount;
 --   per window: kind, r, t, u, limit_r, limit_t, limit_u ('' = no limit);
 --   per lease set: limit ('' = none).
 -- Returns {1, minute_id, day_id, month_id}, or
---   {0, kind (1 rate, 2 window, 3 slot), index, field, usage, retry_after ('' = unknown)}.
+--   {0, kind (1 rate, 2 window, 3 slot), index, field, usage, retry_after ('' = unknown)},
+--   or {2} when the id was voided (its caller gave up before this arrived).
 local now = clock(ARGV[1])
 local id, lease = ARGV[2], tonumber(ARGV[3])
 local nr, nw, ns = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local slack = 1e-4  -- base.RATE_SLACK
+
+if redis.call('ZSCORE', KEYS[nr + nw + ns + 1], id) then return {2} end
+if redis.call('ZSCORE', KEYS[nr + nw + 1], id) then
+  -- the same reserve sent again after a timeout: it is already taken, take nothing twice
+  return {1, window_id('minute', now), window_id('day', now), window_id('month', now)}
+end
 
 local worst = nil
 local function reject(kind, index, field, usage, retry)
