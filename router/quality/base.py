@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -28,7 +29,7 @@ _TASK = re.compile(r"[A-Za-z0-9_.:/-]+")
 #: Longest response id accepted by `register`/`feedback`.
 MAX_RESPONSE_ID_CHARS = 200
 
-#: (route, deployment, task); the task is "" for the route-wide aggregate.
+#: (route, deployment, task); "" as the route means every route, "" as the task every task.
 QualityKey = tuple[str, str, str]
 
 
@@ -189,8 +190,12 @@ class QualityStore(ABC):
     name: str
 
     @abstractmethod
-    async def add(self, key: QualityKey, score: float, decay: Decay) -> Evidence | None:
-        """Count `score` on `key`; the updated evidence, or None when the store is full of other keys."""
+    async def add(self, keys: Sequence[QualityKey], score: float, decay: Decay) -> list[Evidence | None]:
+        """Count `score` on each of `keys` (one round trip); each key's updated evidence, None where refused.
+
+        A key that does not exist yet is refused once the store holds its
+        `max_keys`: what was learned is never evicted by new labels.
+        """
 
     @abstractmethod
     async def fetch_all(self) -> dict[QualityKey, Evidence]:

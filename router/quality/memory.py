@@ -2,14 +2,14 @@
 
 >>> import asyncio
 >>> store = MemoryQualityStore(clock=lambda: 0.0)
->>> asyncio.run(store.add(("default", "gpt", ""), 1.0, Decay())).alpha
+>>> asyncio.run(store.add([("default", "gpt", "")], 1.0, Decay()))[0].alpha
 1.0
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cachetools import TTLCache
 
@@ -38,19 +38,23 @@ class MemoryQualityStore(QualityStore):
         self._pending: TTLCache[str, FeedbackTarget | str] = TTLCache(
             maxsize=max_pending, ttl=feedback_ttl_s, timer=clock)
 
-    async def add(self, key: QualityKey, score: float, decay: Decay) -> Evidence | None:
+    async def add(self, keys: Sequence[QualityKey], score: float, decay: Decay) -> list[Evidence | None]:
         now = self._clock()
-        current = self._evidence.get(key)
-        if current is None:
-            if len(self._evidence) >= self._max_keys:
-                return None
-            before = Evidence()
-        else:
-            ev, at = current
-            before = Evidence(ev.alpha, ev.beta, ev.samples, max(0.0, now - at))
-        after = before.added(score, decay)
-        self._evidence[key] = (after, now)
-        return after
+        out: list[Evidence | None] = []
+        for key in keys:
+            current = self._evidence.get(key)
+            if current is None:
+                if len(self._evidence) >= self._max_keys:
+                    out.append(None)
+                    continue
+                before = Evidence()
+            else:
+                ev, at = current
+                before = Evidence(ev.alpha, ev.beta, ev.samples, max(0.0, now - at))
+            after = before.added(score, decay)
+            self._evidence[key] = (after, now)
+            out.append(after)
+        return out
 
     async def fetch_all(self) -> dict[QualityKey, Evidence]:
         now = self._clock()

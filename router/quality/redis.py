@@ -16,6 +16,7 @@ Layout, under a prefix (default `llmr:quality:`):
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from router.quality.base import Decay, Evidence, FeedbackNotFound, FeedbackTarget, QualityKey, QualityStore
@@ -29,24 +30,36 @@ _SCORED = "scored"
 _ADD = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local s = tonumber(ARGV[2])
-local a, b, n, at = 0, 0, 0, now
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if cur then
-  local x, y, z, w = string.match(cur, '^([^|]+)|([^|]+)|([^|]+)|([^|]+)$')
-  a, b, n, at = tonumber(x), tonumber(y), tonumber(z), tonumber(w)
-elseif redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[5]) then
-  return false
+local s = tonumber(ARGV[1])
+local half_life_ms = tonumber(ARGV[2])
+local sample_factor = tonumber(ARGV[3])
+local max_fields = tonumber(ARGV[4])
+local out = {}
+for i = 6, #ARGV do
+  local a, b, n, at = 0, 0, 0, now
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  local refused = false
+  if cur then
+    local x, y, z, w = string.match(cur, '^([^|]+)|([^|]+)|([^|]+)|([^|]+)$')
+    a, b, n, at = tonumber(x), tonumber(y), tonumber(z), tonumber(w)
+  elseif redis.call('HLEN', KEYS[1]) >= max_fields then
+    refused = true
+  end
+  if refused then
+    out[#out + 1] = ''
+  else
+    local f = sample_factor
+    if half_life_ms > 0 and now > at then f = f * math.pow(0.5, (now - at) / half_life_ms) end
+    a = a * f + s
+    b = b * f + (1 - s)
+    n = n + 1
+    local value = string.format('%.17g|%.17g|%d|%d', a, b, n, now)
+    redis.call('HSET', KEYS[1], ARGV[i], value)
+    out[#out + 1] = value
+  end
 end
-local f = tonumber(ARGV[4])
-local half_life_ms = tonumber(ARGV[3])
-if half_life_ms > 0 and now > at then f = f * math.pow(0.5, (now - at) / half_life_ms) end
-a = a * f + s
-b = b * f + (1 - s)
-n = n + 1
-redis.call('HSET', KEYS[1], ARGV[1], string.format('%.17g|%.17g|%d|%d', a, b, n, now))
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
-return {string.format('%.17g', a), string.format('%.17g', b), n}
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return out
 """
 
 _TAKE = """
@@ -60,6 +73,11 @@ return v
 
 def _text(raw: bytes | str) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _parse(value: str, age_s: float) -> Evidence:
+    alpha, beta, samples, _ = value.split("|")
+    return Evidence(float(alpha), float(beta), int(samples), age_s)
 
 
 class RedisQualityStore(QualityStore):
@@ -93,16 +111,13 @@ class RedisQualityStore(QualityStore):
         self._add = self._client.register_script(_ADD)
         self._take = self._client.register_script(_TAKE)
 
-    async def add(self, key: QualityKey, score: float, decay: Decay) -> Evidence | None:
+    async def add(self, keys: Sequence[QualityKey], score: float, decay: Decay) -> list[Evidence | None]:
         half_life_ms = 0 if decay.half_life_s is None else decay.half_life_s * 1000
         sample_factor = decay.factor(elapsed_s=0.0, new_samples=1)
         reply = await self._add(keys=[self._evidence_key], args=[
-            _SEP.join(key), repr(score), repr(half_life_ms), repr(sample_factor), self._max_keys,
-            self._retention_ms])
-        if reply is None:
-            return None
-        alpha, beta, samples = reply
-        return Evidence(float(_text(alpha)), float(_text(beta)), int(samples), 0.0)
+            repr(score), repr(half_life_ms), repr(sample_factor), self._max_keys, self._retention_ms,
+            *(_SEP.join(k) for k in keys)])
+        return [_parse(_text(raw), 0.0) if _text(raw) else None for raw in reply]
 
     async def fetch_all(self) -> dict[QualityKey, Evidence]:
         async with self._client.pipeline(transaction=False) as pipe:
@@ -113,11 +128,11 @@ class RedisQualityStore(QualityStore):
         out: dict[QualityKey, Evidence] = {}
         for raw_field, raw_value in fields.items():
             parts = _text(raw_field).split(_SEP)
-            values = _text(raw_value).split("|")
-            if len(parts) != 3 or len(values) != 4:
+            value = _text(raw_value)
+            if len(parts) != 3 or value.count("|") != 3:
                 continue  # not ours: skip rather than fail every refresh
-            age_s = max(0.0, (now_ms - int(values[3])) / 1000)
-            out[(parts[0], parts[1], parts[2])] = Evidence(float(values[0]), float(values[1]), int(values[2]), age_s)
+            age_s = max(0.0, (now_ms - int(value.rsplit("|", 1)[1])) / 1000)
+            out[(parts[0], parts[1], parts[2])] = _parse(value, age_s)
         return out
 
     async def put_target(self, response_id: str, target: FeedbackTarget, ttl_s: float) -> None:

@@ -5,8 +5,11 @@ so a strategy asking about 1000 deployments never waits on the network.
 With Redis, `start()` refreshes the local view every `refresh_interval_s`
 so scores given at another replica are seen here too.
 
-Each score counts twice: on its task's key and on the route-wide key (task
-None), so a task with little feedback can fall back to what the route knows.
+Each score counts on up to four keys, from specific to general: (route,
+task), (route, any task), (any route, task), (any route, any task). A reader
+gets the most specific key that has evidence, so a task with no feedback yet
+falls back to what the route knows, and a strategy that does not know its
+route's name (route "") reads the deployment-wide figure.
 
 >>> import asyncio
 >>> tracker = QualityTracker(clock=lambda: 0.0)
@@ -69,19 +72,18 @@ class QualityTracker:
         """
         value = validate_score(score)
         task = validate_task(task)
-        keys: list[QualityKey] = [(route, deployment, "")]
-        if task is not None:
-            keys.insert(0, (route, deployment, task))
-        for key in keys:
-            try:
-                ev = await self.store.add(key, value, self.decay)
-            except Exception as exc:
-                raise QualityStoreUnavailable(store=self.store.name, operation="record") from exc
+        keys = _keys(deployment, route, task)
+        try:
+            updated = await self.store.add(keys, value, self.decay)
+        except Exception as exc:
+            raise QualityStoreUnavailable(store=self.store.name, operation="record") from exc
+        now = self.clock()
+        for key, ev in zip(keys, updated, strict=True):
             if ev is None:
                 self.refused_keys += 1
                 log.warning("quality store full: score for %s not counted", key)
-                continue
-            self._local[key] = (ev, self.clock())
+            else:
+                self._local[key] = (ev, now)
         return self.estimate(deployment, route, task)
 
     def estimate(self, deployment: str, route: str, task: str | None = None) -> QualityEstimate:
@@ -93,13 +95,13 @@ class QualityTracker:
         return ev.estimate(self.decay, self.clock() - seen_at)
 
     def quality(self, deployment: str, route: str, task: str | None) -> QualityEstimate | None:
-        """`QualityView`: the task's estimate, else the route-wide one, else None."""
-        keys: tuple[QualityKey, ...] = ((route, deployment, task),) if task else ()
-        for key in (*keys, (route, deployment, "")):
+        """`QualityView`: the most specific key with evidence (see the module docstring), else None."""
+        now = self.clock()
+        for key in _keys(deployment, route, task):
             held = self._local.get(key)
             if held is not None:
                 ev, seen_at = held
-                return ev.estimate(self.decay, self.clock() - seen_at)
+                return ev.estimate(self.decay, now - seen_at)
         return None
 
     async def register(self, response_id: str, *, deployment: str, route: str, task: str | None,
@@ -167,3 +169,13 @@ class QualityTracker:
             await self._refresher.aclose()
             self._refresher = None
         await self.store.aclose()
+
+
+def _keys(deployment: str, route: str, task: str | None) -> list[QualityKey]:
+    """The keys a score on (deployment, route, task) counts on, most specific first (no duplicates)."""
+    keys: list[QualityKey] = []
+    for r in (route, ""):
+        for t in (task or "", ""):
+            if (r, deployment, t) not in keys:
+                keys.append((r, deployment, t))
+    return keys
