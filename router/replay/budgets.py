@@ -33,6 +33,7 @@ class BudgetSim:
         self.tenants = tenants
         self._tat: dict[tuple[str, str, str], float] = defaultdict(float)  # GCRA theoretical arrival times
         self._windows: dict[tuple[str, str, str], list[float]] = {}  # (tenant, scope, window id) -> counts
+        self._window_ids: dict[int, tuple[str, str]] = {}  # UTC day number -> (day, month) ids
 
     def admit(self, tenant: str, route: str, deployment: str, *, time: float, tokens: int,
               cost_usd: float) -> str | None:
@@ -46,8 +47,7 @@ class BudgetSim:
             scopes.append((f"r={route}", limits.routes[route]))
         if deployment in limits.deployments:
             scopes.append((f"d={deployment}", limits.deployments[deployment]))
-        moment = datetime.datetime.fromtimestamp(time, tz=datetime.UTC)
-        day, month = moment.strftime("%Y-%m-%d"), moment.strftime("%Y-%m")
+        day, month = self._windows_at(time)
         amounts = (1.0, float(tokens), cost_usd)
         rates: list[tuple[tuple[str, str, str], float]] = []
         windows: list[tuple[str, str, str]] = []
@@ -76,10 +76,20 @@ class BudgetSim:
                     if cap is not None and counts[i] + amounts[i] > cap + 1e-12:
                         return limit
                 windows.append(key)
-        for key, tat in rates:
+        for key, tat in rates:  # all limits passed: count the request everywhere
             self._tat[key] = tat
         for key in windows:
             counts = self._windows.setdefault(key, [0.0, 0.0, 0.0])
             for i in range(3):
                 counts[i] += amounts[i]
         return None
+
+    def _windows_at(self, time: float) -> tuple[str, str]:
+        """The UTC day and month a Unix time falls in (cached per day: formatting dates is the slow part)."""
+        day_number = int(time // 86_400)
+        ids = self._window_ids.get(day_number)
+        if ids is None:
+            moment = datetime.datetime.fromtimestamp(day_number * 86_400, tz=datetime.UTC)
+            ids = (moment.strftime("%Y-%m-%d"), moment.strftime("%Y-%m"))
+            self._window_ids[day_number] = ids
+        return ids
