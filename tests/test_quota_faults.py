@@ -18,20 +18,20 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import test_quota
-from test_quota import (
-    REDIS_URL,
-    FakeClock,
-    needs_redis,
-    reserve,
-    tenants,
-)
 
 from router.errors import QuotaExceeded
 from router.quota import MemoryStore, QuotaManager, QuotaStore, store_from_url
 from router.quota.base import QuotaStoreError
 from router.quota.plan import settle_plan
 from router.quota.redis import RedisStore
+from tests import test_quota
+from tests.test_quota import (
+    REDIS_URL,
+    FakeClock,
+    needs_redis,
+    reserve,
+    tenants,
+)
 
 # the fixtures of test_quota.py, shared by name
 clock = test_quota.clock

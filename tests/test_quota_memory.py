@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from test_quota import FakeClock, at, reserve, tenants
 
 from router.errors import QuotaStoreUnavailable
 from router.quota import MemoryStore, QuotaManager
+from tests.test_quota import FakeClock, at, reserve, tenants
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -6,16 +6,16 @@ Runs on memory and on Redis (the `quota` fixture of test_quota.py, same injected
 from __future__ import annotations
 
 import pytest
-import test_quota
-from test_quota import (
+
+from router.quota import MemoryStore, QuotaManager, Reservation
+from tests import test_quota
+from tests.test_quota import (
     DownStore,
     FakeClock,
     at,
     reserve,
     tenants,
 )
-
-from router.quota import MemoryStore, QuotaManager, Reservation
 
 # the fixtures of test_quota.py, shared by name
 clock = test_quota.clock

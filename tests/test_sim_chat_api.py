@@ -15,7 +15,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]  # comes with litellm
+import jsonschema  # comes with litellm
 import litellm
 import pytest
 from litellm.exceptions import APIConnectionError, BadRequestError

@@ -37,7 +37,7 @@ def names(seq: object) -> list[str]:
 
 
 def order(strategy: str, health: HealthTracker | None = None, seed: int = 0, **route: object) -> list[str]:
-    r = Route(strategy=strategy, targets=("a", "b", "c"), **route)  # type: ignore[arg-type]
+    r = Route(strategy=strategy, targets=("a", "b", "c"), **route)
     s = build_strategy(r, [A, B, C], PRICES.per_mtok)
     return names(s.order(CTX, health or HealthTracker(NO_WARMUP, clock=FakeClock()), random.Random(seed)))
 
