@@ -385,11 +385,30 @@ class _Exchange:
         """The attempt loop; on failure (or cancellation) the reservation is refunded and the trace closed."""
         try:
             return await self.pipeline.loop.run(self.decision.plan, self.decision.ctx, call, self.trace,
-                                                record_success=record_success)
+                                                record_success=record_success, admit=self.admit)
         except BaseException as exc:
             await self.refund()
             self.trace.fail(exc, error_type=_error_type(exc))
             raise
+
+    async def admit(self, d: Deployment, seconds_left: float) -> str | None:
+        """Why not to try `d` now, or None: its expected latency (measured p95, else the YAML
+        prior) cannot fit the time left, or the tenant's budget cannot cover its price (the
+        reservation is topped up atomically first, so a fallback never overspends)."""
+        p, ctx = self.pipeline, self.decision.ctx
+        if seconds_left < d.timeout_s:  # only near the deadline: a percentile costs a sort
+            expected_ms = p.health.latency_ms(d.name, "p95")
+            if expected_ms is None and "latency_prior_ms" in d.model_fields_set:
+                expected_ms = d.latency_prior_ms
+            if expected_ms is not None and expected_ms / 1000 > seconds_left:
+                return f"expected latency {expected_ms:.0f} ms exceeds the {seconds_left * 1000:.0f} ms left"
+        if self.reservation is None or p.quota is None:
+            return None
+        out = self.output_budget(0 if ctx.operation == "embeddings" else p.settings.default_max_tokens)
+        cost = self.decision.snapshot.prices.cost(d, ctx.prompt_tokens, out)
+        if not await p.quota.top_up(self.reservation, tokens=ctx.prompt_tokens + out, cost_usd=cost):
+            return f"tenant budget cannot cover {d.name}'s price (${cost:.6f})"
+        return None
 
     async def guard(self, work: Awaitable[T]) -> T:
         """Await `work` (a cache lookup that may run the attempt loop); if it fails, refund and close the trace."""
@@ -405,7 +424,7 @@ class _Exchange:
         p = self.pipeline
         if self.reservation is not None and p.quota is not None and not self.settled:
             self.settled = True
-            await p.quota.settle(self.reservation, tokens=0, cost_usd=0.0)
+            p.quota.settle_soon(self.reservation, tokens=0, cost_usd=0.0)
         self.trace.end(deployment="", attempts=0, fallback_used=False)
 
     async def reserve(self) -> None:
@@ -430,16 +449,18 @@ class _Exchange:
         self.trace.quota(decision="reserved")
 
     async def settle(self, d: Deployment, usage: Usage, cost: float) -> None:
+        """Replace the estimate with what the call used, off the caller's path (a background
+        task delivers it; the reserve was the request's one quota round trip)."""
         p = self.pipeline
         if self.reservation is not None and p.quota is not None and not self.settled:
             self.settled = True
-            await p.quota.settle(self.reservation, tokens=usage.total_tokens, cost_usd=cost, deployment=d.name)
+            p.quota.settle_soon(self.reservation, tokens=usage.total_tokens, cost_usd=cost, deployment=d.name)
 
     async def refund(self) -> None:
         p = self.pipeline
         if self.reservation is not None and p.quota is not None and not self.settled:
             self.settled = True
-            await p.quota.refund(self.reservation)
+            p.quota.refund_soon(self.reservation)
 
 
 @dataclass(slots=True)

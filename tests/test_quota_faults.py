@@ -272,9 +272,16 @@ class TestBackgroundSettle:
         t = tenants({"usd_per_day": 1})
         res = await reserve(quota, t, est_cost_usd=0.1)
         quota.settle_soon(res, tokens=3, cost_usd=0.02)
-        assert (await quota.usage("acme")).day.usd == 0.1  # still the estimate
+        assert quota.pending_settles == 1  # returned at once, nothing sent yet
         assert await quota.flush() == 0
         assert (await quota.usage("acme")).day.usd == 0.02
+
+    async def test_usage_waits_for_this_process_pending_settles(self, clock: FakeClock) -> None:
+        quota = QuotaManager(MemoryStore(clock=clock), clock=clock)
+        res = await reserve(quota, tenants({"usd_per_day": 1}), est_cost_usd=0.1)
+        quota.settle_soon(res, tokens=3, cost_usd=0.02)
+        assert (await quota.usage("acme")).day.usd == 0.02  # read-your-writes within a process
+        assert quota.pending_settles == 0
 
     async def test_retried_until_the_store_returns(self, clock: FakeClock) -> None:
         class Flaky(MemoryStore):

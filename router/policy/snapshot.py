@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from router.context import RequestContext
 from router.errors import ConfigError, ConfigIssue
 from router.pricing import PriceBook
-from router.quota.config import TenantsFile, reference_issues
+from router.quota.config import TenantsFile, reference_issues, unpriced_issues
 from router.schema import Deployment, PolicyFile, Route, Rule
 from router.strategies import Strategy, build_strategy
 
@@ -194,9 +194,16 @@ def compile_snapshot(
         )
     if issues:
         raise ConfigError(issues)
+    reachable: dict[str, set[str]] = {}
     for name, compiled in list(routes.items()):
-        names = {d.name for r in (name, *compiled.fallback_chain) for d in routes[r].candidates}
-        routes[name] = replace(compiled, serves_from=tuple(sorted(names)))
+        reachable[name] = {d.name for r in (name, *compiled.fallback_chain) for d in routes[r].candidates}
+        routes[name] = replace(compiled, serves_from=tuple(sorted(reachable[name])))
+    if tenants is not None:
+        # A dollar budget cannot stop a deployment nobody prices: say so at validate time.
+        unpriced = {d.name for d in deployments if not prices.known(d)}
+        issues.extend(unpriced_issues(tenants, file=tenants_file, reachable=reachable, unpriced=unpriced))
+        if issues:
+            raise ConfigError(issues)
     assert default_route is not None
     return Snapshot(
         deployments=by_name,

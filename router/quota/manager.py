@@ -300,8 +300,10 @@ class QuotaManager:
         """`tenant`'s counts in the current UTC minute, day and month, and its open reservations.
 
         Reads the shared store only (not what the local limiter counted during
-        an outage). Raises QuotaStoreUnavailable when the store is down.
+        an outage), once this process's pending background settles have landed
+        (waiting at most 2 s for them). Raises QuotaStoreUnavailable when the store is down.
         """
+        await self.flush(2.0)
         window_keys, open_key = tenant_keys(tenant)
         try:
             (m, d, mo), held = await self.store.usage(window_keys, open_key)
