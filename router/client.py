@@ -17,6 +17,7 @@ from router.backend import DEFAULT_BACKEND, Backend
 from router.cache import ResponseCache
 from router.context import RequestContext
 from router.conversation import Conversation
+from router.decision_log import DecisionLog
 from router.errors import InvalidRequest, RouterError, StreamInterrupted
 from router.health import DeploymentHealth, HealthTracker
 from router.history import HistoryStore
@@ -24,6 +25,7 @@ from router.history.fit import fit_messages
 from router.models import EmbeddingResponse, LLMMessage, LLMResponse, StreamChunk
 from router.pipeline import MessagesFor, Pipeline, prompt_tokens
 from router.policy.reload import PolicySource, ReloadResult
+from router.quality import QualityTracker
 from router.quota import QuotaManager, TenantUsage
 from router.request import ChatRequest, MessagesIn, build_chat_request
 from router.response_cache import CacheMode
@@ -55,6 +57,8 @@ class Router:
         cache: ResponseCache | None = None,
         history: HistoryStore | None = None,
         templates: TemplateSource | None = None,
+        quality: QualityTracker | None = None,
+        decision_log: DecisionLog | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -69,8 +73,10 @@ class Router:
         self.rng = rng or random.Random(self.settings.seed)
         self.pipeline = Pipeline(source, settings=self.settings, health=self.tracker, quota=quota,
                                  telemetry=self.telemetry, backend=backend, clock=clock, rng=self.rng, sleep=sleep,
-                                 cache=cache)
+                                 cache=cache, quality=quality, decision_log=decision_log)
         self.cache = cache
+        self.quality = quality
+        self.decision_log = decision_log
         self.history = history
         self.templates = templates
         self._on_close = list(on_close)
@@ -181,6 +187,22 @@ class Router:
                                     metadata=metadata, model=model, prompt_tokens=tokens)
         return await self.pipeline.embed(inputs, ctx, cache=cache)
 
+    async def feedback(self, response_id: str, score: float, *, task: str | None = None,
+                       tenant: str | None = None) -> None:
+        """Score an answer this router (or a replica sharing the quality store) returned:
+        `score` in 0..1 for the deployment that answered, per route and optional `task`.
+        `best_quality` and `thompson` routes learn from it.
+
+        Raises `InvalidRequest` (naming `score`) for a score outside 0..1, and
+        `FeedbackNotFound` for an unknown, expired or already-scored id.
+
+        >>> r = await router.chat("Summarise this ...")  # doctest: +SKIP
+        >>> await router.feedback(r.id, 0.9, task="summary")  # doctest: +SKIP
+        """
+        if self.quality is None:
+            raise RouterError("this router has no quality store")
+        await self.quality.feedback(response_id, score, task, tenant=tenant)
+
     def conversation(
         self, *, tenant: str | None = None, id: str | None = None,
         system: str | Sequence[Mapping[str, Any]] | None = None, **params: Any,
@@ -254,6 +276,10 @@ class Router:
             await self.cache.store.aclose()
         if self.history is not None:
             await self.history.aclose()
+        if self.quality is not None:
+            await self.quality.aclose()
+        if self.decision_log is not None:
+            await self.decision_log.aclose()
         if self.templates is not None:
             await self.templates.aclose()
         for close in self._on_close:

@@ -23,6 +23,7 @@ from opentelemetry.trace import TracerProvider
 from router import backend
 from router.cache import ResponseCache, cache_store_from_url
 from router.client import Router
+from router.decision_log import DecisionLog
 from router.errors import ConfigError, ConfigIssue
 from router.health import CircuitState, HealthTracker
 from router.health_store import SharedHealth
@@ -30,6 +31,7 @@ from router.history import history_store_from_url
 from router.policy.reload import ConfigFiles, PolicySource, ReloadResult
 from router.policy.snapshot import Snapshot, compile_snapshot
 from router.probes import Prober
+from router.quality import tracker_from_url
 from router.quota import QuotaManager, store_from_url
 from router.schema import Deployment, PolicyFile, Probe, Route
 from router.settings import LegacySettings, RouterSettings
@@ -141,8 +143,15 @@ async def create_default_router(
     quota = QuotaManager(store_from_url(settings.quota_store_url), clock=time.time)
     cache = ResponseCache(cache_store_from_url(settings.cache_store_url), observer=telemetry.cache_event)
     templates = await load_prompts(settings)
+    quality = tracker_from_url(settings.quality_store_url, clock=clock)
+    quality.start()
+    decision_log = None
+    if settings.decision_log_path is not None:
+        decision_log = DecisionLog(settings.decision_log_path, max_bytes=settings.decision_log_max_bytes,
+                                   backups=settings.decision_log_backups)
     router = Router(source, settings=settings, health=health, quota=quota, telemetry=telemetry, cache=cache,
                     history=history_store_from_url(settings.history_store_url), templates=templates,
+                    quality=quality, decision_log=decision_log,
                     clock=clock, rng=rng, sleep=sleep, on_close=closers)
     source.start_watching(settings.reload_interval_s)
     prober = Prober(source, health, call=send_probe, clock=clock)

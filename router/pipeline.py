@@ -28,7 +28,8 @@ from router.attempts import AttemptCall, AttemptLoop, Success
 from router.backend import DEFAULT_BACKEND, Backend, ChatResult, StreamPiece
 from router.cache import Computed, ResponseCache
 from router.context import RequestContext
-from router.errors import ProviderError, RouterError
+from router.decision_log import DecisionLog, record_for
+from router.errors import NoRouteAvailable, ProviderError, QuotaExceeded, RouterError, TenantNotAllowed
 from router.health import AttemptResult, HealthTracker
 from router.models import (
     AssistantMessage,
@@ -41,11 +42,13 @@ from router.models import (
     Usage,
 )
 from router.policy.reload import PolicySource
+from router.quality import QualityTracker
 from router.quota import QuotaManager, Reservation
 from router.request import ChatRequest
 from router.routing import Decision, decide
 from router.schema import Deployment
 from router.settings import RouterSettings
+from router.strategies_learned import HealthWithQuality
 from router.tokens import count_text, count_tokens
 from router.tracing import AttemptTrace, RequestTrace, Telemetry
 
@@ -71,9 +74,14 @@ class Pipeline:
         rng: random.Random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         cache: ResponseCache | None = None,
+        quality: QualityTracker | None = None,
+        decision_log: DecisionLog | None = None,
     ) -> None:
         self.source = source
         self.cache = cache
+        self.quality = quality
+        self.decision_log = decision_log
+        self._background: set[asyncio.Task[Any]] = set()
         self.settings = settings
         self.health = health
         self.quota = quota
@@ -85,7 +93,22 @@ class Pipeline:
 
     def decide(self, ctx: RequestContext) -> Decision:
         """Pick rule, route and attempt order for `ctx` from the serving snapshot."""
-        return decide(self.source.current, ctx, self.health, self.rng)
+        view = self.health if self.quality is None else HealthWithQuality(self.health, self.quality)
+        return decide(self.source.current, ctx, view, self.rng)
+
+    async def remember(self, response_id: str, d: Deployment, decision: Decision) -> None:
+        """Register a response id for `feedback()`; off the caller's path when the store is shared."""
+        if self.quality is None:
+            return
+        ctx = decision.ctx
+        work = self.quality.register(response_id, deployment=d.name, route=decision.route.name,
+                                     task=ctx.metadata.get("task"), tenant=ctx.tenant)
+        if self.quality.local:
+            await work
+            return
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def context(
         self, request: ChatRequest | None, *, operation: str = "chat", tenant: str | None, route: str | None,
@@ -157,10 +180,10 @@ class Pipeline:
         ok = await ex.run(call)
         result, usage, cost = ok.value
         await ex.settle(ok.deployment, usage, cost)
-        ex.trace.end(deployment=ok.deployment.name, attempts=len(ok.attempts), fallback_used=_fell_back(ok),
-                     cost_usd=cost, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+        response_id = result.id or _new_id()
+        await ex.succeed(ok.deployment, ok.attempts, usage, cost, response_id=response_id)
         return LLMResponse(
-            id=result.id or _new_id(), text=result.message.content or "", message=result.message,
+            id=response_id, text=result.message.content or "", message=result.message,
             choices=result.choices if len(result.choices) > 1 else (), deployment=ok.deployment.name,
             model=result.model, provider=ok.deployment.provider, route=ex.decision.route.name, usage=usage,
             cost_usd=cost, latency_ms=(self.clock() - ok.started) * 1000, finish_reason=result.finish_reason,
@@ -247,19 +270,18 @@ class Pipeline:
                 deployment=d.name, ok=failure is None or kind is None, latency_s=latency,
                 error_kind=kind, ttft_s=s.ttft_s, output_tokens=usage.output_tokens))
             await ex.settle(d, usage, cost)
+            response_id = acc.id or _new_id()
             if failure is None:
                 s.trace.end(response_model=acc.model or d.model, input_tokens=usage.input_tokens,
                             output_tokens=usage.output_tokens, finish_reasons=[acc.finish or "stop"],
                             cost_usd=cost, ttft_s=s.ttft_s, output_text=acc.text())
-                ex.trace.end(deployment=d.name, attempts=len(ok.attempts), cost_usd=cost,
-                             fallback_used=_fell_back(ok), input_tokens=usage.input_tokens,
-                             output_tokens=usage.output_tokens)
+                await ex.succeed(d, ok.attempts, usage, cost, response_id=response_id)
             else:
                 s.trace.fail(failure, error_type=_error_type(failure))
-                ex.trace.fail(failure, error_type=_error_type(failure))
+                ex.fail(failure, ok.attempts)
                 with contextlib.suppress(Exception):
                     await _aclose(s.pieces)
-        yield StreamChunk(deployment=d.name, done=True, id=acc.id or _new_id(), route=ex.decision.route.name,
+        yield StreamChunk(deployment=d.name, done=True, id=response_id, route=ex.decision.route.name,
                           finish_reason=acc.finish, message=acc.message(), usage=usage, cost_usd=cost,
                           latency_ms=latency * 1000, attempts=ok.attempts)
 
@@ -314,8 +336,7 @@ class Pipeline:
         ok = await ex.run(call)
         vectors, model, usage, cost = ok.value
         await ex.settle(ok.deployment, usage, cost)
-        ex.trace.end(deployment=ok.deployment.name, attempts=len(ok.attempts), cost_usd=cost,
-                     fallback_used=_fell_back(ok), input_tokens=usage.input_tokens, output_tokens=0)
+        await ex.succeed(ok.deployment, ok.attempts, usage, cost)
         return EmbeddingResponse(
             embeddings=vectors, deployment=ok.deployment.name, model=model, provider=ok.deployment.provider,
             route=ex.decision.route.name, usage=usage, cost_usd=cost,
@@ -323,6 +344,13 @@ class Pipeline:
         )
 
     # -- shared ----------------------------------------------------------------------------
+
+    def log(self, ctx: RequestContext, decision: Decision | None, arrived: float, **outcome: Any) -> None:
+        """Append the request's record to the decision log, if one is kept (never blocks)."""
+        if self.decision_log is not None:
+            self.decision_log.write(record_for(
+                ctx, time=arrived, decision=decision, allowed_metadata=self.settings.decision_log_metadata_keys,
+                capabilities=ctx.capabilities, **outcome))
 
     def _cache_plan(
         self, ex: _Exchange, mode: str, request: ChatRequest | None, params: Mapping[str, Any]
@@ -333,7 +361,11 @@ class Pipeline:
 
     async def _open(self, ctx: RequestContext) -> _Exchange:
         """Decide, open the trace and reserve: everything before the first attempt."""
-        decision = self.decide(ctx)
+        try:
+            decision = self.decide(ctx)
+        except RouterError as exc:
+            self.log(ctx, None, time.time(), error=_log_kind(exc))
+            raise
         ctx = decision.ctx
         trace = self.telemetry.start_request(operation=ctx.operation, tenant=ctx.tenant, route=decision.route.name)
         trace.decision(rule=decision.rule.label if decision.rule else None, route=decision.route.name,
@@ -355,6 +387,28 @@ class _Exchange:
     settled: bool = field(default=False)
     #: How many embedding inputs `decision.ctx.prompt_tokens` counts.
     inputs: int = 0
+    #: Unix seconds when the request arrived (for the decision log).
+    arrived: float = field(default_factory=time.time)
+
+    async def succeed(self, d: Deployment, attempts: tuple[Attempt, ...], usage: Usage, cost: float, *,
+                      response_id: str | None = None) -> None:
+        """The request is answered: end its trace, log it, remember its id for feedback."""
+        fell_back = bool(attempts) and attempts[0].deployment != d.name
+        self.trace.end(deployment=d.name, attempts=len(attempts), fallback_used=fell_back, cost_usd=cost,
+                       input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+        p = self.pipeline
+        p.log(self.decision.ctx, self.decision, self.arrived, attempts=attempts, deployment=d.name,
+              input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
+              latency_ms=(time.time() - self.arrived) * 1000)
+        if response_id is not None:
+            await p.remember(response_id, d, self.decision)
+
+    def fail(self, exc: BaseException, attempts: Sequence[Attempt] = ()) -> None:
+        """The request failed: end its trace with `error.type` and log the error's kind (never its text)."""
+        self.trace.fail(exc, error_type=_error_type(exc))
+        self.pipeline.log(self.decision.ctx, self.decision, self.arrived,
+                          attempts=tuple(getattr(exc, "attempts", attempts)), error=_log_kind(exc),
+                          limit=getattr(exc, "limit", None), latency_ms=(time.time() - self.arrived) * 1000)
 
     @property
     def snapshot(self) -> Any:
@@ -388,7 +442,7 @@ class _Exchange:
                                                 record_success=record_success, admit=self.admit)
         except BaseException as exc:
             await self.refund()
-            self.trace.fail(exc, error_type=_error_type(exc))
+            self.fail(exc)
             raise
 
     async def admit(self, d: Deployment, seconds_left: float) -> str | None:
@@ -416,7 +470,7 @@ class _Exchange:
             return await work
         except BaseException as exc:
             await self.refund()
-            self.trace.fail(exc, error_type=_error_type(exc))
+            self.fail(exc)
             raise
 
     async def served_from_cache(self) -> None:
@@ -426,6 +480,8 @@ class _Exchange:
             self.settled = True
             p.quota.settle_soon(self.reservation, tokens=0, cost_usd=0.0)
         self.trace.end(deployment="", attempts=0, fallback_used=False)
+        p.log(self.decision.ctx, self.decision, self.arrived, cached=True,
+              latency_ms=(time.time() - self.arrived) * 1000)
 
     async def reserve(self) -> None:
         p, ctx = self.pipeline, self.decision.ctx
@@ -444,7 +500,7 @@ class _Exchange:
             )
         except RouterError as exc:
             self.trace.quota(decision="rejected", limit=getattr(exc, "limit", None))
-            self.trace.fail(exc, error_type=_error_type(exc))
+            self.fail(exc)
             raise
         self.trace.quota(decision="reserved")
 
@@ -531,11 +587,6 @@ def _estimate(prompt_tokens: int, message: AssistantMessage) -> Usage:
     return Usage(input_tokens=prompt_tokens, output_tokens=max(out, 1), estimated=True)
 
 
-def _fell_back(ok: Success[Any]) -> bool:
-    attempts: tuple[Attempt, ...] = ok.attempts
-    return bool(attempts) and attempts[0].deployment != ok.deployment.name
-
-
 def _new_id() -> str:
     return f"chatcmpl-router-{uuid.uuid4().hex}"
 
@@ -543,6 +594,17 @@ def _new_id() -> str:
 async def _aclose(pieces: AsyncIterator[StreamPiece]) -> None:
     if isinstance(pieces, AsyncGenerator):
         await pieces.aclose()
+
+
+def _log_kind(exc: BaseException) -> str:
+    """The error's kind as the decision log and replay name it."""
+    if isinstance(exc, QuotaExceeded):
+        return "quota_exceeded"
+    if isinstance(exc, TenantNotAllowed):
+        return "tenant_not_allowed"
+    if isinstance(exc, NoRouteAvailable):
+        return "no_route"
+    return _error_type(exc)
 
 
 def _error_type(exc: BaseException) -> str:

@@ -214,6 +214,7 @@ StrategyName = Literal[
     "weighted",
     "least_busy",
     "lowest_latency_p2c",
+    "thompson",
 ]
 
 

@@ -46,6 +46,14 @@ class RouterSettings(BaseSettings):
     cache_store_url: str = "memory://"
     #: `memory://` or `redis://host:port/db?prefix=...&ttl_s=N` for conversation histories.
     history_store_url: str = "memory://"
+    #: `memory://` or `redis://host:port/db?prefix=...` for quality feedback (`router.feedback`).
+    quality_store_url: str = "memory://"
+    #: Where to write the decision log (JSON lines, no prompt or answer text); None: no log.
+    decision_log_path: Path | None = None
+    decision_log_max_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    decision_log_backups: int = Field(default=5, ge=0)
+    #: Metadata keys copied into the decision log (others are left out).
+    decision_log_metadata_keys: frozenset[str] = frozenset()
     #: Tenant used when a call names none.
     default_tenant: str = "default"
     #: Output tokens reserved for quota when a call sets no max_tokens.

@@ -17,6 +17,7 @@ from router.pricing import PriceBook
 from router.quota.config import TenantsFile, reference_issues, unpriced_issues
 from router.schema import Deployment, PolicyFile, Route, Rule
 from router.strategies import Strategy, build_strategy
+from router.strategies_learned import LEARNED_STRATEGIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +186,7 @@ def compile_snapshot(
         routes[name] = CompiledRoute(
             name=name,
             spec=route,
-            strategy=build_strategy(route, kept, prices.per_mtok),
+            strategy=_strategy(name, route, kept, prices),
             candidates=tuple(kept),
             dropped=dropped,
             fallback_chain=_flatten_fallbacks(name, specs),
@@ -217,6 +218,15 @@ def compile_snapshot(
         version=version,
         sources=(deployments_file, *(p for p, _ in policies)),
     )
+
+
+def _strategy(name: str, route: Route, kept: Sequence[Deployment], prices: PriceBook) -> Strategy:
+    """The route's strategy; those that learn from feedback (best_quality, thompson) come from
+    `router.strategies_learned` (an `slo` still wins, as for every strategy)."""
+    learned = LEARNED_STRATEGIES.get(route.strategy)
+    if learned is not None and route.slo is None:
+        return learned(route, kept, prices.per_mtok, route_name=name)
+    return build_strategy(route, kept, prices.per_mtok)
 
 
 def _cycle_issues(specs: Mapping[str, tuple[str, Route]]) -> list[ConfigIssue]:

@@ -157,6 +157,11 @@ class QualityTracker:
         now = self.clock()
         self._local = {k: (ev, now) for k, ev in fetched.items()}
 
+    @property
+    def local(self) -> bool:
+        """True when the store lives in this process (calls to it never wait on the network)."""
+        return isinstance(self.store, MemoryQualityStore)
+
     def start(self) -> None:
         """Refresh every `refresh_interval_s` in the running loop (only useful with a shared store)."""
         if self._refresher is None and not isinstance(self.store, MemoryQualityStore):
