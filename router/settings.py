@@ -37,6 +37,12 @@ class RouterSettings(BaseSettings):
     default_route: str | None = None
     #: Seconds between checks of the files' modification times; 0 turns polling off.
     reload_interval_s: float = Field(default=2.0, ge=0)
+    #: Bytes a policy/config file may hold; a larger file is refused unread (the last good policy keeps serving).
+    policy_max_file_bytes: int = Field(default=1 << 20, gt=0)
+    #: Nodes a YAML file may hold with every alias expanded; stops alias bombs while parsing.
+    policy_max_yaml_nodes: int = Field(default=100_000, gt=0)
+    #: Seconds the files' sizes and mtimes must stay unchanged before a live reload reads them.
+    policy_settle_s: float = Field(default=0.1, ge=0)
     #: `memory://` or `redis://host:port/db` for tenant quotas.
     quota_store_url: str = "memory://"
     #: `memory://` or `redis://...` to share circuit state between replicas.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -9,7 +10,10 @@ import pytest
 
 from router.context import RequestContext
 from router.errors import ConfigError
+from router.policy.loader import YamlLimits, load_yaml
 from router.policy.reload import ConfigFiles, load_snapshot
+
+pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -184,3 +188,109 @@ def test_yaml_11_booleans_stay_strings(tmp_path: Path) -> None:
     policy = "routes:\n  default:\n    targets: [a]\n    retry: {attempts: 2, on: [timeout]}\n"
     snap = load_snapshot(write(tmp_path, policy))
     assert snap.routes["default"].spec.retry.on == frozenset({"timeout"})
+
+
+# -- hostile files: size and alias caps ------------------------------------------------------
+
+
+def alias_bomb(levels: int) -> str:
+    """A policy of ~60 bytes per level whose last anchor expands to 10**levels strings."""
+    lines = ["x0: &x0 [a, a, a, a, a, a, a, a, a, a]"]
+    lines += [f"x{i}: &x{i} [" + ", ".join([f"*x{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    lines.append(f"routes: {{default: {{targets: *x{levels - 1}}}}}")
+    return "\n".join(lines) + "\n"
+
+
+def test_alias_bomb_is_refused_naming_file_line_and_limit(tmp_path: Path) -> None:
+    # Without the cap this 368-byte file walks a million nodes (seconds); with it, nothing is expanded.
+    bomb = alias_bomb(6)
+    assert len(bomb) < 400
+    err = load_error(tmp_path, bomb)
+    assert err.file.endswith("policy.yaml") and len(err.issues) == 1
+    assert err.line == 5  # x4, the first anchor over 100000 nodes (111111)
+    assert "more than 100000 nodes" in str(err)
+    assert "policy_max_yaml_nodes" in str(err) and "ROUTER_POLICY_MAX_YAML_NODES" in str(err)
+
+
+def test_node_cap_is_configurable_and_counts_every_alias_use(tmp_path: Path) -> None:
+    path = tmp_path / "aliases.yaml"
+    path.write_text("base: &b [a, b, c]\nuses: [*b, *b, *b]\n")
+    # root 1 + "base" 1 + [a, b, c] 4 + "uses" 1 + [*b, *b, *b] (1 + 3 * 4) = 20 nodes once expanded
+    data, _ = load_yaml(path, YamlLimits(max_nodes=20))
+    assert data["uses"] == [["a", "b", "c"]] * 3
+    with pytest.raises(ConfigError, match="more than 19 nodes") as info:
+        load_yaml(path, YamlLimits(max_nodes=19))
+    assert info.value.file == str(path) and info.value.line == 1  # only the whole document is over 19
+    with pytest.raises(ConfigError, match="more than 12 nodes") as info:
+        load_yaml(path, YamlLimits(max_nodes=12))
+    assert info.value.line == 2  # the sequence of three aliases weighs 13
+
+
+def test_merge_keys_and_modest_aliases_still_load(tmp_path: Path) -> None:
+    policy = "routes:\n  default: &b {strategy: cheapest, targets: [a, b]}\n  other: {<<: *b, fallbacks: [default]}\n"
+    snap = load_snapshot(write(tmp_path, policy))
+    assert snap.routes["other"].strategy.name == "cheapest"
+    assert snap.routes["other"].fallback_chain == ("default",)
+    assert [d.name for d in snap.routes["other"].candidates] == ["a", "b"]
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "loop.yaml"
+    path.write_text("routes:\n  default: &r {targets: [a], fallbacks: *r}\n")
+    with pytest.raises(ConfigError, match="refers to the node that contains it") as info:
+        load_yaml(path)
+    assert info.value.line == 2
+
+
+def test_deep_nesting_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    for depth in (900, 5000):
+        path = tmp_path / f"deep{depth}.yaml"
+        path.write_text("routes: " + "[" * depth + "]" * depth + "\n")
+        with pytest.raises(ConfigError) as info:
+            load_yaml(path)
+        assert info.value.file == str(path)
+        assert "nest" in str(info.value)
+
+
+def test_a_50_mb_policy_is_refused_by_its_size_naming_file_and_limit(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.yaml"
+    row = "".join(f"  r{i}: {{targets: [a, b], strategy: cheapest}}\n" for i in range(1000)).encode()
+    with huge.open("wb") as f:
+        f.write(b"routes:\n")
+        for _ in range(50 * 2**20 // len(row) + 1):
+            f.write(row)
+    assert huge.stat().st_size > 50 * 2**20
+    files = ConfigFiles(deployments=write(tmp_path, POLICY).deployments, policies=(huge,))
+    with pytest.raises(ConfigError) as info:
+        load_snapshot(files)
+    assert info.value.file == str(huge) and len(info.value.issues) == 1
+    message = str(info.value)
+    assert f"file is {huge.stat().st_size} bytes, over the limit of 1048576 bytes" in message
+    assert "policy_max_file_bytes" in message and "ROUTER_POLICY_MAX_FILE_BYTES" in message
+
+
+def test_size_cap_is_configurable(tmp_path: Path) -> None:
+    files = write(tmp_path, POLICY)
+    sizes = {p: p.stat().st_size for p in files.all()}
+    assert load_snapshot(ConfigFiles(files.deployments, files.policies,
+                                     limits=YamlLimits(max_file_bytes=max(sizes.values()))))
+    cap = sizes[files.policies[0]] - 1
+    with pytest.raises(ConfigError) as info:
+        load_snapshot(ConfigFiles(files.deployments, files.policies, limits=YamlLimits(max_file_bytes=cap)))
+    issue = next(i for i in info.value.issues if i.file == str(files.policies[0]))
+    assert f"over the limit of {cap} bytes" in issue.message
+
+
+def test_a_fifo_among_the_policies_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_yaml(fifo)
+
+
+def test_text_that_is_not_utf8_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("routes:\n  caf\u00e9: {targets: [a]}\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8") as info:
+        load_yaml(path)
+    assert info.value.line == 2
