@@ -239,10 +239,11 @@ class Router:
         return self.pipeline.decide(ctx)
 
     async def reload(self) -> ReloadResult:
-        """Re-read the policy files and prompt templates now; an invalid edit keeps what serves."""
+        """Re-read the policy files and prompt templates off the event loop, once the files have
+        settled; an invalid edit keeps what serves (`deferred=True` while files are still written)."""
         if self.templates is not None:
             await asyncio.to_thread(self.templates.reload)
-        return self.source.reload()
+        return await self.source.areload()
 
     @property
     def last_reload_error(self) -> RouterError | None:

@@ -28,6 +28,7 @@ from router.errors import ConfigError, ConfigIssue
 from router.health import CircuitState, HealthTracker
 from router.health_store import SharedHealth
 from router.history import history_store_from_url
+from router.policy.loader import YamlLimits
 from router.policy.reload import ConfigFiles, PolicySource, ReloadResult
 from router.policy.snapshot import Snapshot, compile_snapshot
 from router.probes import Prober
@@ -51,6 +52,8 @@ def config_files(settings: RouterSettings) -> ConfigFiles:
         tenants=settings.config_dir / settings.tenants_file,
         policy_dir=settings.policy_dir,
         exclude=settings.policy_exclude,
+        limits=YamlLimits(max_file_bytes=settings.policy_max_file_bytes, max_nodes=settings.policy_max_yaml_nodes),
+        settle_s=settings.policy_settle_s,
     )
 
 
