@@ -125,6 +125,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=7, help="seed of the workload and simulator (default 7)")
     p.add_argument("--concurrency", type=int, default=32, help="requests in flight at most (default 32)")
     p.set_defaults(run=_demo)
+
+    p = sub.add_parser("sim", parents=[common], help="serve the OpenAI/Anthropic-compatible simulator",
+                       description="Serve simulated models on 127.0.0.1 until Ctrl-C, and print the variables "
+                       "that point the router (or any OpenAI client) at them. Needs no key and no network.")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--seed", type=int, default=0, help="seed of latencies and faults")
+    p.set_defaults(run=_sim)
+
+    p = sub.add_parser("replay", parents=[common], help="re-decide logged traffic under a policy edit",
+                       description="Re-decide every request of a decision log (or an Azure-format trace) under "
+                       "--policy, against --against (else what the log says happened), calling no provider; "
+                       "print the diff. Exit 1 when the new policy loses requests, 2 for unreadable input.")
+    p.add_argument("--log", type=Path, help="decision log (JSON lines) written with ROUTER_DECISION_LOG_PATH")
+    p.add_argument("--trace", type=Path, help="or a CSV trace: TIMESTAMP,ContextTokens,GeneratedTokens")
+    p.add_argument("--policy", type=Path, required=True, help="directory of the new policy (config/ + policies/)")
+    p.add_argument("--against", type=Path, help="directory of the old policy")
+    p.add_argument("--json", action="store_true", help="print the diff as JSON")
+    p.add_argument("--seed", type=int, default=0, help="seed of the strategies' random choices")
+    p.add_argument("--trace-tenant", default="default", help="tenant of the trace's requests")
+    p.set_defaults(run=_replay)
     return parser
 
 
@@ -196,12 +216,28 @@ def _validate(args: argparse.Namespace, out: Output) -> int:
         out.line(f"OK  {name}: {len(snap.routes)} routes, {len(snap.deployments)} deployments, "
                  f"{len(snap.rules)} rules{tenants}; default route {snap.default_route!r}", style="green")
         out.line(f"    {', '.join(str(p) for p in files.all())}")
+    issues.extend(_prompt_issues(settings, out))
     unique = list(dict.fromkeys(_with_line(i) for i in issues))
     for issue in unique:
         out.line(str(issue), style="red")
     if unique:
         out.line(f"{len(unique)} problem(s) in {len({i.file for i in unique})} file(s)", style="bold red")
     return 1 if unique else 0
+
+
+def _prompt_issues(settings: RouterSettings, out: Output) -> list[ConfigIssue]:
+    """Check `policies/prompts/*.yaml` (templates reload with the policies)."""
+    directory = settings.policy_dir / "prompts"
+    if not directory.is_dir():
+        return []
+    from router.templates import load_templates
+
+    try:
+        templates = load_templates(directory)
+    except ConfigError as exc:
+        return list(exc.issues)
+    out.line(f"OK  prompts: {len(templates.names())} templates in {directory}", style="green")
+    return []
 
 
 def _default_sets(settings: RouterSettings) -> list[tuple[str, ConfigFiles]]:
@@ -416,6 +452,23 @@ def _demo(args: argparse.Namespace, out: Output) -> int:
 
     opts = DemoOptions(duration_s=args.duration, rate=args.rate, seed=args.seed, concurrency=args.concurrency)
     return asyncio.run(run_demo(opts, out))
+
+
+def _sim(args: argparse.Namespace, out: Output) -> int:
+    from router.sim.__main__ import run_sim
+
+    run_sim(args.port, seed=args.seed)
+    return 0
+
+
+def _replay(args: argparse.Namespace, out: Output) -> int:
+    from router.replay import run_replay
+
+    if args.log is None and args.trace is None:
+        print("error: give --log or --trace", file=sys.stderr)
+        return 2
+    return run_replay(log=args.log, policy=args.policy, against=args.against, trace=args.trace,
+                      as_json=args.json, seed=args.seed, trace_tenant=args.trace_tenant)
 
 
 if __name__ == "__main__":
