@@ -15,7 +15,6 @@ Router.chat/stream/embed -> Pipeline -> decide -> reserve -> AttemptLoop -> Back
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 import uuid
@@ -30,15 +29,12 @@ from router.cache import Computed, ResponseCache
 from router.context import RequestContext
 from router.decision_log import DecisionLog, record_for
 from router.errors import NoRouteAvailable, ProviderError, QuotaExceeded, RouterError, TenantNotAllowed
-from router.health import AttemptResult, HealthTracker
+from router.health import HealthTracker
 from router.models import (
-    AssistantMessage,
     Attempt,
     EmbeddingResponse,
-    FunctionCall,
     LLMResponse,
     StreamChunk,
-    ToolCall,
     Usage,
 )
 from router.policy.reload import PolicySource
@@ -49,7 +45,8 @@ from router.routing import Decision, decide
 from router.schema import Deployment
 from router.settings import RouterSettings
 from router.strategies_learned import HealthWithQuality
-from router.tokens import count_text, count_tokens
+from router.streaming import stream_answer
+from router.tokens import count_tokens, estimate_usage
 from router.tracing import AttemptTrace, RequestTrace, Telemetry
 
 T = TypeVar("T")
@@ -170,7 +167,7 @@ class Pipeline:
             except BaseException as exc:
                 at.fail(exc, error_type=_error_type(exc))
                 raise
-            usage = r.usage or _estimate(ctx.prompt_tokens, r.choices[0].message)
+            usage = r.usage or estimate_usage(ctx.prompt_tokens, r.choices[0].message)
             cost = ex.snapshot.prices.usage_cost(d, usage)
             at.end(response_model=r.model, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
                    finish_reasons=[c.finish_reason or "stop" for c in r.choices], cost_usd=cost,
@@ -230,60 +227,8 @@ class Pipeline:
     async def _stream_once(
         self, ex: _Exchange, request: ChatRequest, params: dict[str, Any], messages_for: MessagesFor | None
     ) -> AsyncIterator[StreamChunk]:
-        ctx = ex.decision.ctx
-        out_budget = ex.output_budget(self.settings.default_max_tokens)
-
-        async def call(d: Deployment, timeout: float) -> _OpenStream:
-            msgs = request.messages if messages_for is None else messages_for(d, out_budget)
-            at = ex.start_attempt(d, params, msgs)
-            pieces = self.backend.stream(d, msgs, params, timeout_s=timeout)
-            t0 = self.clock()
-            try:
-                first = await anext(pieces, None)
-            except BaseException as exc:
-                at.fail(exc, error_type=_error_type(exc))
-                with contextlib.suppress(Exception):
-                    await _aclose(pieces)
-                raise
-            return _OpenStream(pieces, first, at, t0, self.clock() - t0)
-
-        ok = await ex.run(call, record_success=False)
-        d, s = ok.deployment, ok.value
-        acc = _Assembler(ctx.prompt_tokens)
-        failure: BaseException | None = None
-        try:
-            piece = s.first
-            while piece is not None:
-                chunk = acc.add(piece, d.name)
-                if chunk is not None:
-                    yield chunk
-                piece = await anext(s.pieces, None)
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            latency = self.clock() - s.started
-            usage = acc.usage()
-            cost = ex.snapshot.prices.usage_cost(d, usage)
-            kind = failure.kind if isinstance(failure, ProviderError) else None
-            self.loop.record(d, ex.trace, AttemptResult(
-                deployment=d.name, ok=failure is None or kind is None, latency_s=latency,
-                error_kind=kind, ttft_s=s.ttft_s, output_tokens=usage.output_tokens))
-            await ex.settle(d, usage, cost)
-            response_id = acc.id or _new_id()
-            if failure is None:
-                s.trace.end(response_model=acc.model or d.model, input_tokens=usage.input_tokens,
-                            output_tokens=usage.output_tokens, finish_reasons=[acc.finish or "stop"],
-                            cost_usd=cost, ttft_s=s.ttft_s, output_text=acc.text())
-                await ex.succeed(d, ok.attempts, usage, cost, response_id=response_id)
-            else:
-                s.trace.fail(failure, error_type=_error_type(failure))
-                ex.fail(failure, ok.attempts)
-                with contextlib.suppress(Exception):
-                    await _aclose(s.pieces)
-        yield StreamChunk(deployment=d.name, done=True, id=response_id, route=ex.decision.route.name,
-                          finish_reason=acc.finish, message=acc.message(), usage=usage, cost_usd=cost,
-                          latency_ms=latency * 1000, attempts=ok.attempts)
+        async for chunk in stream_answer(self, ex, request, params, messages_for):
+            yield chunk
 
     # -- embeddings ------------------------------------------------------------------------
 
@@ -517,74 +462,6 @@ class _Exchange:
         if self.reservation is not None and p.quota is not None and not self.settled:
             self.settled = True
             p.quota.refund_soon(self.reservation)
-
-
-@dataclass(slots=True)
-class _OpenStream:
-    pieces: AsyncIterator[StreamPiece]
-    first: StreamPiece | None
-    trace: AttemptTrace
-    started: float
-    ttft_s: float
-
-
-@dataclass(slots=True)
-class _Call:
-    id: str = ""
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-
-
-class _Assembler:
-    """Builds the streamed answer: text, tool calls, usage (estimated when the provider sent none)."""
-
-    def __init__(self, prompt_tokens: int) -> None:
-        self._text: list[str] = []
-        self._calls: dict[int, _Call] = {}
-        self._usage: Usage | None = None
-        self._prompt_tokens = prompt_tokens
-        self.finish: str | None = None
-        self.model: str | None = None
-        self.id: str | None = None
-
-    def add(self, piece: StreamPiece, deployment: str) -> StreamChunk | None:
-        self.finish = piece.finish_reason or self.finish
-        self.model = piece.model or self.model
-        self.id = self.id or piece.id
-        if piece.usage is not None:
-            self._usage = piece.usage
-        for c in piece.tool_calls:
-            call = self._calls.setdefault(c.index, _Call())
-            call.id = c.id or call.id
-            call.name = c.name or call.name
-            call.arguments.append(c.arguments)
-        if piece.delta:
-            self._text.append(piece.delta)
-        if not piece.delta and not piece.tool_calls:
-            return None
-        return StreamChunk(delta=piece.delta, tool_calls=piece.tool_calls, deployment=deployment)
-
-    def text(self) -> str:
-        return "".join(self._text)
-
-    def message(self) -> AssistantMessage:
-        calls = tuple(
-            ToolCall(id=c.id, function=FunctionCall(name=c.name, arguments="".join(c.arguments)))
-            for _, c in sorted(self._calls.items())
-        )
-        return AssistantMessage(content="".join(self._text) if self._text or not calls else None,
-                                tool_calls=calls or None)
-
-    def usage(self) -> Usage:
-        return self._usage or _estimate(self._prompt_tokens, self.message())
-
-
-def _estimate(prompt_tokens: int, message: AssistantMessage) -> Usage:
-    """Usage the provider did not report: the prompt as counted, the answer from its text and tool calls."""
-    out = count_text(message.content or "")
-    for call in message.tool_calls or ():
-        out += 3 + count_text(call.function.name) + count_text(call.function.arguments)
-    return Usage(input_tokens=prompt_tokens, output_tokens=max(out, 1), estimated=True)
 
 
 def _new_id() -> str:

@@ -92,6 +92,11 @@ class Deployment(Spec):
     max_output_tokens: int | None = Field(default=None, gt=0)
     capabilities: frozenset[Capability] = frozenset({"chat", "streaming"})
     timeout_s: PositiveFloat = 30.0
+    #: A stream that sends no content (keep-alive comments and empty deltas do not count) for
+    #: this long before its first token falls back; default `timeout_s`.
+    stream_ttft_timeout_s: PositiveFloat | None = None
+    #: A stream silent this long between content chunks is cut; default `timeout_s`.
+    stream_idle_timeout_s: PositiveFloat | None = None
     latency_prior_ms: PositiveFloat = 1000.0
     probe: Probe | None = None
 
@@ -231,6 +236,15 @@ class Route(Spec):
     retry: Retry = Retry()
     attempt_timeout_s: PositiveFloat | None = None
     deadline_s: PositiveFloat = 60.0
+    #: Override the deployments' stream time-to-first-token and idle timeouts on this route.
+    stream_ttft_timeout_s: PositiveFloat | None = None
+    stream_idle_timeout_s: PositiveFloat | None = None
+    #: Continue a stream cut after content on the next deployment, the partial answer sent as
+    #: an assistant prefix (never for tool calls or n > 1). Off by default.
+    resume_streams: bool = False
+    #: At most this share of the route's deployments is ejected (skipped for an open circuit) at
+    #: once; beyond it the open ones are tried anyway (Envoy's max_ejection_percent).
+    max_ejection_percent: int = Field(default=100, ge=0, le=100)
     fallbacks: tuple[str, ...] = ()
     max_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)

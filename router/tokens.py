@@ -22,6 +22,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from router.models import AssistantMessage, Usage
+
 
 @cache
 def _encode() -> Callable[[str], list[int]] | None:
@@ -61,6 +63,14 @@ def count_tokens(messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[
     if tools:
         total += count(json.dumps(list(tools), separators=(",", ":"), ensure_ascii=False))
     return total
+
+
+def estimate_usage(prompt_tokens: int, message: AssistantMessage) -> Usage:
+    """Usage a provider did not report: the prompt as counted, the answer from its text and tool calls."""
+    out = count_text(message.content or "")
+    for call in message.tool_calls or ():
+        out += 3 + count_text(call.function.name) + count_text(call.function.arguments)
+    return Usage(input_tokens=prompt_tokens, output_tokens=max(out, 1), estimated=True)
 
 
 def count_text(text: str) -> int:
