@@ -37,6 +37,7 @@ from router.errors import (
     error_kind,
 )
 from router.health import AttemptResult, HealthTracker
+from router.loop_lag import LoopLag
 from router.models import Attempt
 from router.schema import Deployment, Retry
 from router.tracing import RequestTrace
@@ -59,6 +60,8 @@ class Plan:
     deadline_s: float
     attempt_timeout_s: float | None
     fit_context: bool
+    #: Above this share of ejected (open-circuit) deployments, open ones are tried anyway.
+    max_ejection_percent: int = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +91,16 @@ class AttemptLoop:
         clock: Callable[[], float],
         rng: random.Random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        lag: LoopLag | None = None,
+        starved_share: float = 0.25,
     ) -> None:
         self.health = health
         self.clock = clock
         self.rng = rng
         self.sleep = sleep
+        self.lag = lag
+        #: A timeout during which the loop lagged this share of the attempt's timeout is ours.
+        self.starved_share = starved_share
 
     def backoff_s(self, retry: Retry, failures: int, retry_after: float | None) -> float:
         """Exponential backoff with jitter; never shorter than the provider's Retry-After."""
@@ -124,7 +132,7 @@ class AttemptLoop:
                 if why is not None:
                     attempts.append(Attempt(deployment=d.name, outcome="skipped", error=why, error_type="skipped"))
                     continue
-            if not self.health.admit(d.name):
+            if not self.health.admit(d.name) and not self._over_ejection_cap(plan):
                 skipped.append(d)
                 attempts.append(Attempt(deployment=d.name, outcome="skipped", error="circuit open",
                                         error_type="circuit_open"))
@@ -172,13 +180,19 @@ class AttemptLoop:
             timeout = min(plan.attempt_timeout_s or d.timeout_s, remaining)
             self.health.begin(d.name)
             t0 = self.clock()
+            mark = self.lag.now() if self.lag is not None else 0.0
             try:
                 value = await call(d, timeout)
             except ProviderError as exc:
                 error = exc
                 latency = self.clock() - t0
+                health_kind = exc.kind
+                if exc.kind == "timeout" and self._starved(mark, timeout):
+                    health_kind = "timeout_starved"
+                    trace.event("router.loop_lag", {"deployment": d.name,
+                                                    "lag_s": round(self.lag.max_since(mark), 4) if self.lag else 0})
                 self.record(d, trace, AttemptResult(
-                    deployment=d.name, ok=False, latency_s=latency, error_kind=exc.kind,
+                    deployment=d.name, ok=False, latency_s=latency, error_kind=health_kind,
                     status_code=exc.status_code, retry_after_s=exc.retry_after))
                 attempts.append(Attempt(deployment=d.name, outcome="error", error=exc.message,
                                         error_type=exc.kind, status_code=exc.status_code,
@@ -209,6 +223,16 @@ class AttemptLoop:
             return Success(value, d, (), t0)
         assert error is not None
         return error
+
+    def _starved(self, mark: float, timeout: float) -> bool:
+        return self.lag is not None and self.lag.max_since(mark) >= self.starved_share * timeout
+
+    def _over_ejection_cap(self, plan: Plan) -> bool:
+        """True when skipping one more open deployment would eject more than the route's cap."""
+        if plan.max_ejection_percent >= 100:
+            return False
+        ejected = sum(1 for d in plan.order if not self.health.available(d.name))
+        return ejected * 100 > plan.max_ejection_percent * len(plan.order)
 
     def record(self, d: Deployment, trace: RequestTrace, result: AttemptResult) -> None:
         """Tell the tracker how an attempt ended; a circuit change becomes an event on the request span."""

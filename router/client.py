@@ -22,6 +22,7 @@ from router.errors import InvalidRequest, RouterError, StreamInterrupted
 from router.health import DeploymentHealth, HealthTracker
 from router.history import HistoryStore
 from router.history.fit import fit_messages
+from router.loop_lag import LoopLag
 from router.models import EmbeddingResponse, LLMMessage, LLMResponse, StreamChunk
 from router.pipeline import MessagesFor, Pipeline, prompt_tokens
 from router.policy.reload import PolicySource, ReloadResult
@@ -59,6 +60,7 @@ class Router:
         templates: TemplateSource | None = None,
         quality: QualityTracker | None = None,
         decision_log: DecisionLog | None = None,
+        lag: LoopLag | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -73,7 +75,8 @@ class Router:
         self.rng = rng or random.Random(self.settings.seed)
         self.pipeline = Pipeline(source, settings=self.settings, health=self.tracker, quota=quota,
                                  telemetry=self.telemetry, backend=backend, clock=clock, rng=self.rng, sleep=sleep,
-                                 cache=cache, quality=quality, decision_log=decision_log)
+                                 cache=cache, quality=quality, decision_log=decision_log,
+                                 lag=lag)
         self.cache = cache
         self.quality = quality
         self.decision_log = decision_log

@@ -296,6 +296,8 @@ ERROR_KINDS: dict[str, ErrorKind] = {
         ErrorKind("auth", retryable=False, default_retry=False, falls_back=True, health="cool_long"),
         ErrorKind("not_found", retryable=False, default_retry=False, falls_back=True, health="cool_long"),
         ErrorKind("invalid_request", retryable=False, default_retry=False, falls_back=False, health="neutral"),
+        # A timeout while our own event loop lagged (router.loop_lag): not the provider's fault.
+        ErrorKind("timeout_starved", retryable=False, default_retry=False, falls_back=True, health="neutral"),
         # The caller went away: says nothing about the deployment.
         ErrorKind("cancelled", retryable=False, default_retry=False, falls_back=False, health="neutral"),
     )

@@ -28,12 +28,14 @@ from router.errors import ConfigError, ConfigIssue
 from router.health import CircuitState, HealthTracker
 from router.health_store import SharedHealth
 from router.history import history_store_from_url
+from router.loop_lag import LoopLag
 from router.policy.loader import YamlLimits
 from router.policy.reload import ConfigFiles, PolicySource, ReloadResult
 from router.policy.snapshot import Snapshot, compile_snapshot
 from router.probes import Prober
 from router.quality import tracker_from_url
 from router.quota import QuotaManager, store_from_url
+from router.redact import scrub
 from router.schema import Deployment, PolicyFile, Probe, Route
 from router.settings import LegacySettings, RouterSettings
 from router.templates import TemplateSource
@@ -146,6 +148,10 @@ async def create_default_router(
             on_circuit_change(deployment, old, new, reason)
 
     health = build_health(settings, clock=clock, on_state_change=on_state_change)
+    # A new replica adopts the circuits others opened before its first call, not after it.
+    if not await health.sync():
+        log.warning("health store %s unreachable at start; circuits are local until it answers",
+                    scrub(settings.health_store_url))
     quota = QuotaManager(store_from_url(settings.quota_store_url), clock=time.time)
     cache = ResponseCache(cache_store_from_url(settings.cache_store_url), observer=telemetry.cache_event)
     templates = await load_prompts(settings)
@@ -155,9 +161,12 @@ async def create_default_router(
     if settings.decision_log_path is not None:
         decision_log = DecisionLog(settings.decision_log_path, max_bytes=settings.decision_log_max_bytes,
                                    backups=settings.decision_log_backups)
+    lag = LoopLag()
+    lag.start()
+    closers.append(lag.aclose)
     router = Router(source, settings=settings, health=health, quota=quota, telemetry=telemetry, cache=cache,
                     history=history_store_from_url(settings.history_store_url), templates=templates,
-                    quality=quality, decision_log=decision_log,
+                    quality=quality, decision_log=decision_log, lag=lag,
                     clock=clock, rng=rng, sleep=sleep, on_close=closers)
     source.start_watching(settings.reload_interval_s)
     prober = Prober(source, health, call=send_probe, clock=clock)

@@ -30,6 +30,7 @@ from router.context import RequestContext
 from router.decision_log import DecisionLog, record_for
 from router.errors import NoRouteAvailable, ProviderError, QuotaExceeded, RouterError, TenantNotAllowed
 from router.health import HealthTracker
+from router.loop_lag import LoopLag
 from router.models import (
     Attempt,
     EmbeddingResponse,
@@ -73,6 +74,7 @@ class Pipeline:
         cache: ResponseCache | None = None,
         quality: QualityTracker | None = None,
         decision_log: DecisionLog | None = None,
+        lag: LoopLag | None = None,
     ) -> None:
         self.source = source
         self.cache = cache
@@ -86,7 +88,7 @@ class Pipeline:
         self.backend = backend
         self.clock = clock
         self.rng = rng
-        self.loop = AttemptLoop(health=health, clock=clock, rng=rng, sleep=sleep)
+        self.loop = AttemptLoop(health=health, clock=clock, rng=rng, sleep=sleep, lag=lag)
 
     def decide(self, ctx: RequestContext) -> Decision:
         """Pick rule, route and attempt order for `ctx` from the serving snapshot."""

@@ -190,5 +190,6 @@ def decide(snap: Snapshot, ctx: RequestContext, health: HealthView, rng: random.
         raise NoRouteAvailable(route=choice.name, reasons={c.deployment.name: c.reason for c in found.rejected})
     spec = route.spec
     plan = Plan(route=choice.name, order=found.order, retry=spec.retry, deadline_s=spec.deadline_s,
-                attempt_timeout_s=spec.attempt_timeout_s, fit_context=spec.constraints.fit_context)
+                attempt_timeout_s=spec.attempt_timeout_s, fit_context=spec.constraints.fit_context,
+                max_ejection_percent=spec.max_ejection_percent)
     return Decision(snap, route, choice.rule, plan, ctx)
