@@ -175,6 +175,31 @@ async def test_two_round_tool_agent_loop_streamed(
     tool_round_trip(recorded.body, call.id, route)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["chat", "stream"])
+@pytest.mark.parametrize("route", ["openai", "anthropic"])
+async def test_parallel_tool_calls_come_back_in_order(
+    make_router: RouterFactory, fresh_sim: SimServer, route: str, stream: bool
+) -> None:
+    router = await build(make_router, fresh_sim)
+    clock_tool = {"type": "function", "function": {**WEATHER_TOOL["function"], "name": "get_time"}}
+    tools = [WEATHER_TOOL, clock_tool]
+    if stream:
+        chunks = await collect(router, "Weather and time in Paris?", route=route, tools=tools,
+                               parallel_tool_calls=True)
+        message = chunks[-1].message
+        assert {d.index for c in chunks for d in c.tool_calls} == {0, 1}
+    else:
+        message = (await router.chat("Weather and time in Paris?", route=route, tools=tools,
+                                     parallel_tool_calls=True)).message
+    assert message is not None and message.tool_calls is not None
+    assert [c.function.name for c in message.tool_calls] == ["get_weather", "get_time"]
+    assert all(json.loads(c.function.arguments) == {"city": "Paris"} for c in message.tool_calls)
+    assert len({c.id for c in message.tool_calls}) == 2
+    named = await router.chat("What time is it?", route=route, tools=tools,
+                              tool_choice={"type": "function", "function": {"name": "get_time"}})
+    assert [c.function.name for c in named.tool_calls] == ["get_time"]
+
+
 async def test_chat_and_stream_take_the_same_string_prompt(make_router: RouterFactory, fresh_sim: SimServer) -> None:
     router = await build(make_router, fresh_sim)
     plain = await router.chat("Tell me a joke", route="openai", seed=3)
@@ -203,22 +228,29 @@ RESPONSE_FORMAT: dict[str, Any] = {
 }
 
 
-@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("stream", [False, True], ids=["chat", "stream"])
+@pytest.mark.parametrize("route", ["mixed", "anthropic"])
 async def test_json_schema_reaches_the_provider_and_the_answer_parses(
-    make_router: RouterFactory, fresh_sim: SimServer, stream: bool
+    make_router: RouterFactory, fresh_sim: SimServer, route: str, stream: bool
 ) -> None:
     router = await build(make_router, fresh_sim)
     messages = [{"role": "user", "content": "Weather report for Paris, as JSON"}]
     if stream:
-        chunks = await collect(router, messages, response_format=RESPONSE_FORMAT)
+        chunks = await collect(router, messages, route=route, response_format=RESPONSE_FORMAT)
         text = "".join(c.delta for c in chunks)
-        assert chunks[-1].deployment == "tools-oa"
+        deployment = chunks[-1].deployment
     else:
-        r = await router.chat(messages, response_format=RESPONSE_FORMAT)
-        text = r.text
-        assert r.deployment == "tools-oa"  # `json` skipped `plain`
-    recorded = fresh_sim.last_request("sim-fast")
-    assert recorded is not None and recorded.body["response_format"] == RESPONSE_FORMAT
+        r = await router.chat(messages, route=route, response_format=RESPONSE_FORMAT)
+        text, deployment = r.text, r.deployment
+    if route == "mixed":
+        assert deployment == "tools-oa"  # `json` skipped `plain`
+        recorded = fresh_sim.last_request("sim-fast")
+        assert recorded is not None and recorded.body["response_format"] == RESPONSE_FORMAT
+    else:  # LiteLLM asks Anthropic for a forced tool call with the schema, and hands its input back as text
+        recorded = fresh_sim.last_request("sim-smart")
+        assert recorded is not None and recorded.body["tool_choice"]["type"] == "tool"
+        schema = RESPONSE_FORMAT["json_schema"]["schema"]
+        assert [t["input_schema"] for t in recorded.body["tools"]] == [schema]
     answer = json.loads(text)
     assert set(answer) == {"city", "celsius", "sunny"}
     assert isinstance(answer["city"], str) and isinstance(answer["sunny"], bool)
