@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from router import Router, RouterSettings, create_default_router
 from router.backend import litellm_module
-from router.models import Usage
+from router.models import StreamChunk, Usage
 from router.sim import SimModel, SimServer
 from tests.conftest import RouterFactory
 
@@ -291,7 +291,8 @@ async def test_stream_closed_early_settles_at_once(
 ) -> None:
     exporter = InMemorySpanExporter()
     async with await traced_router(tmp_path, fresh_sim, monkeypatch, exporter) as router:
-        stream = router.stream("Tell me a story", route="fast", tenant="acme")
+        # Router.stream is an async generator, typed as an AsyncIterator (no `aclose` for mypy)
+        stream = cast(AsyncGenerator[StreamChunk, None], router.stream("Tell me a story", route="fast", tenant="acme"))
         first = await anext(stream)
         assert first.delta and not first.done
         await stream.aclose()
@@ -308,7 +309,8 @@ async def test_stream_closed_early_is_a_cancellation_on_its_spans(
 ) -> None:
     exporter = InMemorySpanExporter()
     async with await traced_router(tmp_path, fresh_sim, monkeypatch, exporter) as router:
-        stream = router.stream("Tell me a story", route="fast", tenant="acme")
+        # Router.stream is an async generator, typed as an AsyncIterator (no `aclose` for mypy)
+        stream = cast(AsyncGenerator[StreamChunk, None], router.stream("Tell me a story", route="fast", tenant="acme"))
         await anext(stream)
         await stream.aclose()
         del stream
