@@ -309,6 +309,14 @@ async def test_tools_request_skips_a_deployment_without_tools_and_explain_says_w
     e = Explanation.model_validate_json(capsys.readouterr().out)
     assert e.capabilities == [] and e.order == ["plain", "tools-oa"]
 
+    status = await asyncio.to_thread(main, ["explain", "--json", "--route", "plain-only", "--needs", "tools",
+                                            "--needs", "vision", "--prompt", "hi"])
+    assert status == 0
+    e = Explanation.model_validate_json(capsys.readouterr().out)
+    assert e.order == [] and e.capabilities == ["tools", "vision"]
+    assert [(c.deployment, c.kept, c.reason) for c in e.candidates] == [
+        ("plain", False, "lacks capability tools, vision")]
+
 
 async def test_no_route_names_the_missing_capability(make_router: RouterFactory, fresh_sim: SimServer) -> None:
     router = await build(make_router, fresh_sim)
