@@ -18,6 +18,7 @@ retries, not LiteLLM or the provider SDK) and an explicit timeout.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import time
@@ -154,6 +155,12 @@ class LiteLLMBackend:
                     messages=list(messages), stream=True, stream_options={"include_usage": True}, **params, **args)
             async for chunk in stream:
                 piece = _stream_piece(chunk)
+                if piece is not None and piece.usage is not None and not _provider_sent_usage(stream):
+                    # LiteLLM counts the tokens itself when the provider sent no usage: an estimate
+                    # it does not mark as one. Dropped, so the router's own estimate is reported.
+                    piece = dataclasses.replace(piece, usage=None)
+                    if not (piece.delta or piece.tool_calls or piece.finish_reason):
+                        continue
                 if piece is not None:
                     yield piece
         except Exception as exc:
@@ -242,6 +249,15 @@ def _usage(raw: Any) -> Usage | None:
     reasoning = int(getattr(completion_details, "reasoning_tokens", 0) or 0)
     return Usage(input_tokens=prompt, output_tokens=completion, cached_input_tokens=cached,
                  cache_write_tokens=written, reasoning_tokens=reasoning)
+
+
+def _provider_sent_usage(stream: Any) -> bool:
+    """Whether any chunk LiteLLM received from the provider carried usage (its wrapper keeps them in
+    `chunks`); True when that cannot be told, so a provider's figures are never taken for an estimate."""
+    chunks = getattr(stream, "chunks", None)
+    if not isinstance(chunks, list):
+        return True
+    return any(getattr(c, "usage", None) is not None for c in chunks)
 
 
 def _stream_piece(chunk: Any) -> StreamPiece | None:

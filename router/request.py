@@ -10,7 +10,7 @@ endpoint or a credential: those come from the deployment config only.
 
 >>> req = build_chat_request("What is 2+2?", {"temperature": 0})
 >>> req.messages[0]["role"], req.params["temperature"]
-('user', 0)
+('user', 0.0)
 >>> build_chat_request([], {})
 Traceback (most recent call last):
 ...
@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError, model_validator
 
 from router.errors import InvalidRequest
 from router.models import LLMMessage
@@ -87,7 +87,7 @@ class FunctionSpec(_Spec):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
 
 class Tool(_Spec):
@@ -162,7 +162,7 @@ class JsonSchemaSpec(_Spec):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    strict: bool | None = None
+    strict: StrictBool | None = None
 
 
 class ResponseFormat(_Spec):
@@ -176,8 +176,10 @@ class ResponseFormat(_Spec):
         return self
 
 
-Probability = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
-Penalty = Annotated[float, Field(ge=-2, le=2, allow_inf_nan=False)]
+# Strict numbers: `max_tokens=True` or `seed="7"` is the caller's mistake, not 1 and 7.
+Probability = Annotated[float, Field(strict=True, ge=0, le=1, allow_inf_nan=False)]
+Penalty = Annotated[float, Field(strict=True, ge=-2, le=2, allow_inf_nan=False)]
+Count = Annotated[int, Field(strict=True, ge=1)]
 
 
 class ChatParams(_Spec):
@@ -185,22 +187,22 @@ class ChatParams(_Spec):
 
     tools: list[Tool] | None = Field(default=None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: StrictBool | None = None
     response_format: ResponseFormat | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: Annotated[int, Field(strict=True)] | None = None
     top_p: Probability | None = None
-    n: int | None = Field(default=None, ge=1, le=128)
+    n: Annotated[int, Field(strict=True, ge=1, le=128)] | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100, allow_inf_nan=False)]] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    logit_bias: dict[str, Annotated[float, Field(strict=True, ge=-100, le=100, allow_inf_nan=False)]] | None = None
+    logprobs: StrictBool | None = None
+    top_logprobs: Annotated[int, Field(strict=True, ge=0, le=20)] | None = None
     user: str | None = Field(default=None, max_length=512)
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2, allow_inf_nan=False)
+    max_tokens: Count | None = None
+    max_completion_tokens: Count | None = None
+    temperature: Annotated[float, Field(strict=True, ge=0, le=2, allow_inf_nan=False)] | None = None
     extra_body: dict[str, Any] | None = None
 
     def check_consistent(self) -> None:
@@ -219,6 +221,8 @@ class ChatParams(_Spec):
 _UNION_TAGS = frozenset(
     {"system", "developer", "user", "assistant", "tool", "text", "image_url", "input_audio", "file"}
 )
+# How pydantic labels the members of a plain (not discriminated) union in an error's location.
+_TYPE_LABELS = frozenset({"str", "int", "float", "bool", "bytes", "dict", "list", "none"})
 _MESSAGES: TypeAdapter[list[Message]] = TypeAdapter(list[Message])
 _PARAM_NAMES = frozenset(ChatParams.model_fields)
 
@@ -333,8 +337,8 @@ def _invalid(exc: ValidationError, prefix: str) -> InvalidRequest:
             path += f"[{part}]"
             after_index = True
             continue
-        if "[" in part:
-            continue  # a union's label, not a field
+        if "[" in part or part in _TYPE_LABELS or part[:1].isupper():
+            continue  # a union member's label (`str`, `list[...]`, a model's class name), not a field
         if after_index and part in _UNION_TAGS:
             after_index = False
             continue  # a discriminator's tag, not a field
@@ -359,13 +363,22 @@ def _check_encodable(raw: list[dict[str, Any]], params: dict[str, Any]) -> None:
 
 
 def _encodable(value: object, field: str) -> None:
+    """Raise naming the deepest path (``messages[0].content[1].text``) that cannot be encoded."""
     try:
         json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise InvalidRequest("contains a lone surrogate; text must be valid Unicode", field=field) from None
+        reason = "contains a lone surrogate; text must be valid Unicode"
     except (TypeError, ValueError) as exc:
-        reason = "NaN or infinity" if "out of range" in str(exc).lower() else "a value that is not JSON"
-        raise InvalidRequest(f"contains {reason}", field=field) from None
+        reason = "contains " + ("NaN or infinity" if "out of range" in str(exc).lower() else "a value that is not JSON")
+    else:
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _encodable(item, f"{field}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _encodable(item, f"{field}[{i}]")
+    raise InvalidRequest(reason, field=field)  # the value itself, or a key of this mapping
 
 
 __all__ = ["REFUSED_PARAMS", "ChatParams", "ChatRequest", "MessagesIn", "build_chat_request"]
