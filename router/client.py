@@ -8,9 +8,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from router.backend import DEFAULT_BACKEND, Backend
@@ -154,7 +155,7 @@ class Router:
         model: str | None = None,
         cache: CacheMode = "default",
         **params: Any,
-    ) -> AsyncIterator[StreamChunk]:
+    ) -> AsyncGenerator[StreamChunk, None]:
         """Stream the answer: text `delta`s and `tool_calls` fragments; the last chunk has
         `done=True` and the assembled `message`, usage, cost and route. Retries and
         fallbacks happen before the first chunk; a stream cut after it raises
@@ -166,8 +167,11 @@ class Router:
         request = build_chat_request(messages, params, stream=True)
         ctx = self.pipeline.context(request, tenant=tenant, route=route, tags=tags, metadata=metadata,
                                     model=model, prompt_tokens=prompt_tokens(request))
-        async for chunk in self.pipeline.stream(request, ctx, cache=cache):
-            yield chunk
+        # aclosing: a caller that stops early closes the inner streams now, so the quota
+        # settles and the spans end at once, not when the garbage collector gets to them.
+        async with contextlib.aclosing(self.pipeline.stream(request, ctx, cache=cache)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def embed(
         self,

@@ -15,6 +15,7 @@ Router.chat/stream/embed -> Pipeline -> decide -> reserve -> AttemptLoop -> Back
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
@@ -194,7 +195,7 @@ class Pipeline:
     async def stream(
         self, request: ChatRequest, ctx: RequestContext, *, messages_for: MessagesFor | None = None,
         cache: str = "default",
-    ) -> AsyncIterator[StreamChunk]:
+    ) -> AsyncGenerator[StreamChunk, None]:
         """Stream deltas. Retries and fallbacks happen before the first piece; a stream
         cut after it raises `StreamInterrupted`. The last chunk has `done=True`.
 
@@ -204,8 +205,9 @@ class Pipeline:
         params = ex.params(request)
         plan = self._cache_plan(ex, cache, request, params)
         if plan is None or self.cache is None:
-            async for chunk in self._stream_once(ex, request, params, messages_for):
-                yield chunk
+            async with contextlib.aclosing(self._stream_once(ex, request, params, messages_for)) as answer:
+                async for chunk in answer:
+                    yield chunk
             return
         key = rc.chat_key(plan, request, params)
         started = self.clock()
@@ -219,18 +221,20 @@ class Pipeline:
                                                 "latency_ms": (self.clock() - started) * 1000})
             return
         chunks: list[StreamChunk] = []
-        async for chunk in self._stream_once(ex, request, params, messages_for):
-            chunks.append(chunk)
-            yield chunk
+        async with contextlib.aclosing(self._stream_once(ex, request, params, messages_for)) as stream:
+            async for chunk in stream:
+                chunks.append(chunk)
+                yield chunk
         payload = rc.encode_stream(chunks)
         if plan.write and payload is not None:
             await self.cache.put(key, payload, route=plan.route, ttl_s=plan.ttl_s)
 
     async def _stream_once(
         self, ex: _Exchange, request: ChatRequest, params: dict[str, Any], messages_for: MessagesFor | None
-    ) -> AsyncIterator[StreamChunk]:
-        async for chunk in stream_answer(self, ex, request, params, messages_for):
-            yield chunk
+    ) -> AsyncGenerator[StreamChunk, None]:
+        async with contextlib.aclosing(stream_answer(self, ex, request, params, messages_for)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     # -- embeddings ------------------------------------------------------------------------
 
@@ -489,7 +493,7 @@ def _log_kind(exc: BaseException) -> str:
 def _error_type(exc: BaseException) -> str:
     if isinstance(exc, ProviderError):
         return exc.kind
-    if isinstance(exc, asyncio.CancelledError):
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
         return "cancelled"
     return type(exc).__name__
 

@@ -54,7 +54,7 @@ def idle_timeout(d: Deployment, route_override: float | None) -> float:
 
 async def stream_answer(
     p: Pipeline, ex: _Exchange, request: ChatRequest, params: dict[str, Any], messages_for: MessagesFor | None
-) -> AsyncIterator[StreamChunk]:
+) -> AsyncGenerator[StreamChunk, None]:
     """The streamed answer of one request over its exchange; the last chunk has `done=True`."""
     ctx = ex.decision.ctx
     spec = ex.decision.route.spec
@@ -97,8 +97,10 @@ async def stream_answer(
     while True:
         failure: BaseException | None = None
         try:
-            async for chunk in _pieces(p, s, d, acc, idle_timeout(d, spec.stream_idle_timeout_s), deadline):
-                yield chunk
+            async with contextlib.aclosing(
+                    _pieces(p, s, d, acc, idle_timeout(d, spec.stream_idle_timeout_s), deadline)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         except BaseException as exc:
             failure = exc
         segment = acc.segment_usage()
@@ -141,7 +143,7 @@ async def stream_answer(
 
 
 async def _pieces(p: Pipeline, s: OpenStream, d: Deployment, acc: Assembler, idle_s: float,
-                  deadline: float) -> AsyncIterator[StreamChunk]:
+                  deadline: float) -> AsyncGenerator[StreamChunk, None]:
     """The stream's chunks; each piece within `idle_s`, the whole within `deadline`."""
     piece = s.first
     while piece is not None:
@@ -264,6 +266,6 @@ async def _aclose(pieces: AsyncIterator[StreamPiece]) -> None:
 def _error_type(exc: BaseException) -> str:
     if isinstance(exc, ProviderError):
         return exc.kind
-    if isinstance(exc, asyncio.CancelledError):
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
         return "cancelled"
     return type(exc).__name__
