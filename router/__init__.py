@@ -8,11 +8,13 @@
 import logging
 
 from router.client import Router
+from router.conversation import Conversation
 from router.errors import (
     AllAttemptsFailed,
     AuthenticationFailed,
     ConfigError,
     ConfigIssue,
+    ContentFiltered,
     ContextWindowExceeded,
     DeadlineExceeded,
     DeploymentNotFound,
@@ -31,30 +33,54 @@ from router.errors import (
     TenantNotAllowed,
 )
 from router.factory import create_default_router
-from router.models import Attempt, EmbeddingResponse, LLMMessage, LLMResponse, StreamChunk, Usage
+from router.models import (
+    AssistantMessage,
+    Attempt,
+    Choice,
+    EmbeddingResponse,
+    FunctionCall,
+    LLMMessage,
+    LLMResponse,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 from router.policy.reload import ReloadResult
+from router.quality import FeedbackNotFound
+from router.request import ChatRequest, build_chat_request
 from router.routing import Decision
 from router.settings import RouterSettings
+from router.sync import SyncRouter, create_sync_router
+from router.templates import PromptRenderError
 
 # A library logs; the application decides where logs go (Python's logging HOWTO for libraries).
 logging.getLogger("router").addHandler(logging.NullHandler())
 
 __all__ = [
     "AllAttemptsFailed",
+    "AssistantMessage",
     "Attempt",
     "AuthenticationFailed",
+    "ChatRequest",
+    "Choice",
     "ConfigError",
     "ConfigIssue",
+    "ContentFiltered",
     "ContextWindowExceeded",
+    "Conversation",
     "DeadlineExceeded",
     "Decision",
     "DeploymentNotFound",
     "EmbeddingResponse",
+    "FeedbackNotFound",
+    "FunctionCall",
     "InvalidRequest",
     "LLMMessage",
     "LLMResponse",
     "MalformedResponse",
     "NoRouteAvailable",
+    "PromptRenderError",
     "ProviderError",
     "ProviderTimeout",
     "ProviderUnavailable",
@@ -68,7 +94,12 @@ __all__ = [
     "RouterSettings",
     "StreamChunk",
     "StreamInterrupted",
+    "SyncRouter",
     "TenantNotAllowed",
+    "ToolCall",
+    "ToolCallDelta",
     "Usage",
+    "build_chat_request",
     "create_default_router",
+    "create_sync_router",
 ]

@@ -550,7 +550,7 @@ async def test_instant_model_serves_hundreds_of_requests_quickly(
 
 
 def test_cli_serves_default_models() -> None:
-    assert [m.name for m in default_models()] == ["sim-fast", "sim-cheap", "sim-smart", "sim-flaky"]
+    assert [m.name for m in default_models()] == ["sim-fast", "sim-cheap", "sim-smart", "sim-flaky", "sim-embed"]
     process = subprocess.Popen(
         [sys.executable, "-m", "router.sim", "--port", "0"],
         cwd=REPO,

@@ -35,7 +35,7 @@ def default_models() -> list[SimModel]:
 
     Example:
         >>> [model.name for model in default_models()]
-        ['sim-fast', 'sim-cheap', 'sim-smart', 'sim-flaky']
+        ['sim-fast', 'sim-cheap', 'sim-smart', 'sim-flaky', 'sim-embed']
     """
     return [
         SimModel(name="sim-fast", ttft_ms=(40, 10), tokens_per_s=400, context_window=16_384),
@@ -59,6 +59,7 @@ def default_models() -> list[SimModel]:
             },
             hang_s=10,
         ),
+        SimModel(name="sim-embed", embedding_dim=16),
     ]
 
 
