@@ -561,7 +561,7 @@ def test_cli_serves_default_models() -> None:
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.startswith(
-            "sim serving sim-fast, sim-cheap, sim-smart, sim-flaky at http://127.0.0.1:"
+            "sim serving sim-fast, sim-cheap, sim-smart, sim-flaky, sim-embed at http://127.0.0.1:"
         )
         base_url = line.rsplit(" ", 1)[1].strip()
         import urllib.request
