@@ -567,7 +567,7 @@ def test_cli_serves_default_models() -> None:
         import urllib.request
 
         with urllib.request.urlopen(f"{base_url}/models", timeout=5) as response:
-            assert len(json.load(response)["data"]) == 4
+            assert len(json.load(response)["data"]) == 5
     finally:
         process.terminate()
         process.wait(timeout=5)
