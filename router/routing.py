@@ -6,7 +6,11 @@ router's `decide` keeps the admitted ones, `explain` renders them all, and a
 replay re-runs them. Nothing here calls a provider.
 
 Verdicts decided here are per request and static: a capability the request
-needs (tools, json, vision, audio) or a context window too small. Health is
+needs (tools, json, vision, audio), a context window too small, or a
+deployment another tenant owns. Each candidate is seen through the tenant's
+view (`router.policy.tenant_views`): a shared deployment the tenant has its own
+key for, or overrides with its own deployment, is replaced by that tenant's
+copy, which has its own name and so its own circuit. Health is
 not a verdict here: the attempt loop asks the tracker as it walks the order
 (a half-open circuit admits a trial only at the moment of the call), and
 `explain` shows each candidate's circuit beside its verdict.
@@ -26,6 +30,7 @@ from router.attempts import Plan
 from router.context import RequestContext
 from router.errors import NoRouteAvailable
 from router.policy.snapshot import CompiledRoute, Snapshot, SourcedRule
+from router.policy.tenant_views import TenantView
 from router.schema import Deployment
 from router.strategies import HealthView
 
@@ -106,14 +111,17 @@ def candidates(
     """Every deployment of `route` and its fallback routes, in strategy order, with its verdict.
 
     A request every candidate of a route can serve (the common case: no
-    special capability, a prompt within the smallest window) costs no
-    per-candidate work, so deciding among 10,000 deployments stays cheap.
+    special capability, a prompt within the smallest window, no tenant key,
+    override or tenant-owned deployment on the route) costs no per-candidate
+    work, so deciding among 10,000 deployments stays cheap.
     """
     needed = ctx.needed_context if route.spec.constraints.fit_context else 0
     chain = route.fallback_chain
     first = route.strategy.order(ctx, health, rng)
-    if not chain and ctx.capabilities <= route.common_capabilities and needed <= route.min_context_window:
+    if (not chain and ctx.capabilities <= route.common_capabilities and needed <= route.min_context_window
+            and route.same_for(ctx.tenant)):
         return Candidates(route.name, tuple(first), (), {})
+    view = snap.tenant_views.get(ctx.tenant)
     order: list[Deployment] = []
     rejected: list[Candidate] = []
     sources: dict[str, str] = {}
@@ -121,12 +129,17 @@ def candidates(
     for rname in (route.name, *chain):
         compiled = snap.routes[rname]
         ordered = first if rname == route.name else compiled.strategy.order(ctx, health, rng)
-        fast = ctx.capabilities <= compiled.common_capabilities and needed <= compiled.min_context_window
+        plain = compiled.same_for(ctx.tenant)
+        fast = plain and ctx.capabilities <= compiled.common_capabilities and needed <= compiled.min_context_window
         for d in ordered:
+            reason = None
+            if not plain:
+                d, reason = _through_view(compiled, view, d, ctx.tenant)
             if d.name in seen:
                 continue
             seen.add(d.name)
-            reason = None if fast else _static_verdict(d, ctx, needed)
+            if reason is None and not fast:
+                reason = _static_verdict(d, ctx, needed)
             if reason is not None:
                 rejected.append(Candidate(d, rname, False, reason))
                 continue
@@ -134,6 +147,24 @@ def candidates(
             if rname != route.name:
                 sources[d.name] = rname
     return Candidates(route.name, tuple(order), tuple(rejected), sources)
+
+
+#: The verdict on another tenant's own deployment (which tenant is not the caller's business).
+OTHER_TENANT = "belongs to another tenant"
+
+
+def _through_view(
+    route: CompiledRoute, view: TenantView | None, d: Deployment, tenant: str
+) -> tuple[Deployment, str | None]:
+    """What `tenant` calls for candidate `d` of `route`, and why it may not (or None)."""
+    owner = route.owned.get(d.name)
+    if owner is not None and owner != tenant:
+        return d, OTHER_TENANT
+    if view is not None:
+        replacement = view.swap.get(d.name)
+        if replacement is not None:
+            return replacement, route.swap_dropped.get(replacement.name)
+    return d, None
 
 
 def _static_verdict(d: Deployment, ctx: RequestContext, needed: int) -> str | None:
@@ -182,12 +213,14 @@ def decide(snap: Snapshot, ctx: RequestContext, health: HealthView, rng: random.
     """Choose the route and the order of its admitted candidates for `ctx`.
 
     Raises `NoRouteAvailable` (naming each candidate's reason, e.g. the
-    missing capability) when no candidate is admitted.
+    missing capability) when no candidate is admitted; other tenants' own
+    deployments are left out of it, so a caller never learns their names.
     """
     choice, route, ctx = resolve_route(snap, ctx)
     found = candidates(snap, route, ctx, health, rng)
     if not found.order:
-        raise NoRouteAvailable(route=choice.name, reasons={c.deployment.name: c.reason for c in found.rejected})
+        reasons = {c.deployment.name: c.reason for c in found.rejected if c.reason != OTHER_TENANT}
+        raise NoRouteAvailable(route=choice.name, reasons=reasons or {"route": "no deployment this tenant may use"})
     spec = route.spec
     plan = Plan(route=choice.name, order=found.order, retry=spec.retry, deadline_s=spec.deadline_s,
                 attempt_timeout_s=spec.attempt_timeout_s, fit_context=spec.constraints.fit_context,
