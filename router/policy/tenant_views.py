@@ -32,8 +32,9 @@ from router.quota.config import TenantLimits, TenantsFile
 from router.schema import Deployment
 
 #: How a deployment a tenant sees came to be: as shared, a shared one with the tenant's key,
-#: its own deployment replacing a shared one, or its own deployment.
-KeySource = Literal["shared", "tenant key", "override", "own"]
+#: its own deployment replacing a shared one, or its own deployment (and, in `explain`,
+#: another tenant's, which it may not use).
+KeySource = Literal["shared", "tenant key", "override", "own", "another tenant"]
 
 
 @dataclass(frozen=True, slots=True)
