@@ -23,6 +23,7 @@ not a verdict here: the attempt loop asks the tracker as it walks the order
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -118,10 +119,14 @@ def candidates(
     needed = ctx.needed_context if route.spec.constraints.fit_context else 0
     chain = route.fallback_chain
     first = route.strategy.order(ctx, health, rng)
-    if (not chain and ctx.capabilities <= route.common_capabilities and needed <= route.min_context_window
-            and route.same_for(ctx.tenant)):
+    plain = route.same_for(ctx.tenant)
+    if not chain and plain and ctx.capabilities <= route.common_capabilities and needed <= route.min_context_window:
         return Candidates(route.name, tuple(first), (), {})
     view = snap.tenant_views.get(ctx.tenant)
+    if not chain and not plain:
+        seen_as = _tenant_order(route, first, view, ctx.tenant)
+        if ctx.capabilities <= seen_as.common_capabilities and needed <= seen_as.min_context_window:
+            return Candidates(route.name, seen_as.order, seen_as.rejected, {})
     order: list[Deployment] = []
     rejected: list[Candidate] = []
     sources: dict[str, str] = {}
@@ -129,11 +134,11 @@ def candidates(
     for rname in (route.name, *chain):
         compiled = snap.routes[rname]
         ordered = first if rname == route.name else compiled.strategy.order(ctx, health, rng)
-        plain = compiled.same_for(ctx.tenant)
-        fast = plain and ctx.capabilities <= compiled.common_capabilities and needed <= compiled.min_context_window
+        as_shared = compiled.same_for(ctx.tenant)
+        fast = as_shared and ctx.capabilities <= compiled.common_capabilities and needed <= compiled.min_context_window
         for d in ordered:
             reason = None
-            if not plain:
+            if not as_shared:
                 d, reason = _through_view(compiled, view, d, ctx.tenant)
             if d.name in seen:
                 continue
@@ -147,6 +152,44 @@ def candidates(
             if rname != route.name:
                 sources[d.name] = rname
     return Candidates(route.name, tuple(order), tuple(rejected), sources)
+
+
+@dataclass(frozen=True, slots=True)
+class _TenantOrder:
+    """A strategy's order as one tenant sees it, with the verdicts that never depend on the request."""
+
+    source: Sequence[Deployment]  # the strategy's order it was built from, compared by identity
+    order: tuple[Deployment, ...]
+    rejected: tuple[Candidate, ...]
+    common_capabilities: frozenset[str]
+    min_context_window: int
+
+
+def _tenant_order(route: CompiledRoute, ordered: Sequence[Deployment], view: TenantView | None,
+                  tenant: str) -> _TenantOrder:
+    """`ordered` through the tenant's view, memoised on the route while the strategy returns the same
+    order object (static strategies always do, large latency-ordered ones for a while)."""
+    key = route.view_key(tenant)
+    memo: _TenantOrder | None = route.tenant_orders.get(key)
+    if memo is not None and memo.source is ordered:
+        return memo
+    order: list[Deployment] = []
+    rejected: list[Candidate] = []
+    seen: set[str] = set()
+    for d in ordered:
+        d, reason = _through_view(route, view, d, tenant)
+        if d.name in seen:
+            continue
+        seen.add(d.name)
+        if reason is None:
+            order.append(d)
+        else:
+            rejected.append(Candidate(d, route.name, False, reason))
+    common = frozenset.intersection(*(frozenset(d.capabilities) for d in order)) if order else frozenset()
+    memo = _TenantOrder(ordered, tuple(order), tuple(rejected), common,
+                        min((d.context_window for d in order), default=0))
+    route.tenant_orders[key] = memo
+    return memo
 
 
 #: The verdict on another tenant's own deployment (which tenant is not the caller's business).

@@ -332,3 +332,25 @@ def test_explain_text_names_variables_never_values(snap: Snapshot, monkeypatch: 
     assert "sk-acme-secret-value" not in out
     print_explanation(explain(snap, ctx("nobody"), HealthTracker(), random.Random(0)), Output(plain=True))
     assert "deployments: the 3 shared ones, with the shared keys" in capsys.readouterr().out
+
+
+def test_a_request_an_override_cannot_serve_skips_it_for_its_owner_only(tmp_path: Path) -> None:
+    snap = load_snapshot(files(tmp_path, tenants="""\
+        unknown_tenants: default
+        tenants:
+          default: {}
+          globex:
+            own_deployments:
+              - {name: small-gpt, overrides: gpt, model: azure/gpt, price: {input_per_mtok: 1}, context_window: 1000}
+        """, policy=SHARED_POLICY))
+    route = snap.routes["default"]
+
+    def first(tenant: str, prompt_tokens: int) -> tuple[str, list[tuple[str, str]]]:
+        c = RequestContext(operation="chat", tenant=tenant, route="default", prompt_tokens=prompt_tokens)
+        found = candidates(snap, route, c, HealthTracker(), random.Random(0))
+        return found.order[0].name, [(r.deployment.name, r.reason) for r in found.rejected]
+
+    assert first("globex", 10) == ("small-gpt", [])
+    assert first("globex", 5000) == ("mini", [("small-gpt", "context window 1000 < 5000 tokens needed")])
+    assert first("globex", 10) == ("small-gpt", [])  # the memo of globex's view still holds
+    assert first("other", 5000) == ("gpt", [])

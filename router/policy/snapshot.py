@@ -8,8 +8,9 @@ reload builds a new one and swaps the reference.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from router.context import RequestContext
 from router.errors import ConfigError, ConfigIssue
@@ -48,6 +49,15 @@ class CompiledRoute:
     personal: frozenset[str] = frozenset()
     #: Tenants' replacements that fail this route's static constraints, with the reason.
     swap_dropped: Mapping[str, str] = field(default_factory=dict)
+    #: `router.routing`'s memo of the strategy's order as each tenant sees it (None: every tenant
+    #: without a view of its own here), so a large route costs O(1) per request for them too.
+    #: Fresh on every compile (and on `replace`, being init=False).
+    tenant_orders: MutableMapping[str | None, Any] = field(default_factory=dict, init=False, repr=False,
+                                                            compare=False)
+
+    def view_key(self, tenant: str) -> str | None:
+        """The `tenant_orders` key of `tenant`: its name when this route looks different to it."""
+        return tenant if tenant in self.personal or tenant in self.owner_tenants else None
 
     def same_for(self, tenant: str) -> bool:
         """Whether `tenant` sees exactly `candidates`: no key, override or other tenant's
