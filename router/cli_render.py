@@ -201,24 +201,57 @@ class Output:
 
 
 def print_explanation(e: Explanation, out: Output) -> None:
-    """`llm-router explain`: the rule, the route, every candidate and the attempt order."""
+    """`llm-router explain`: the rule, the route, the deployments the tenant sees with the
+    variables their keys come from, every candidate and the attempt order."""
     out.line(f"tenant {e.tenant}: prompt ~{e.prompt_tokens:,} tokens, needs a context of {e.needed_context:,}")
     out.line(f"rule:  {e.rule or '(none matched)'}")
     out.line(f"route: {e.route} (strategy {e.strategy}), picked by {e.route_source}", style="bold")
     if e.tenant_note:
         out.line(f"tenant: {e.tenant_note}", style="red")
     out.line("")
+    _print_tenant_deployments(e, out)
     out.table(Table(
-        "Candidates", columns("route deployment kept reason score> circuit $/Mtok> quality> context>"),
+        "Candidates", columns("route deployment kept reason score> circuit $/Mtok> quality> context> key"),
         [[c.route, c.deployment, "yes" if c.kept else "no", c.reason,
           "-" if c.score is None else f"{c.score:.4g}", c.circuit, f"{c.price_per_mtok:.2f}",
-          f"{c.quality:.2f}", f"{c.context_window:,}"] for c in e.candidates],
+          f"{c.quality:.2f}", f"{c.context_window:,}", _key_cell(c.key_env, c.key_source)] for c in e.candidates],
         [None if c.kept else "dim" for c in e.candidates],
         caption="score: what the strategy ranks by, lower first (price, latency ms, -quality, ...)"))
     if e.order:
         out.line(f"attempt order: {f' {out.arrow} '.join(e.order)}", style="bold")
     else:
         out.line("attempt order: none; the call would fail with NoRouteAvailable", style="bold red")
+
+
+#: Above this many, `explain` lists only the deployments a tenant sees differently from everyone.
+_SHOW_ALL_SEEN = 20
+
+
+def _key_cell(key_env: str | None, source: str) -> str:
+    """The variable a key comes from (its name, never its value) and, unless shared, why that one."""
+    if source == "another tenant":
+        return "-"
+    name = f"${key_env}" if key_env else "(none)"
+    return name if source == "shared" else f"{name} ({source})"
+
+
+def _print_tenant_deployments(e: Explanation, out: Output) -> None:
+    own = [s for s in e.deployments if s.source != "shared"]
+    if e.tenant_keys:
+        keys = ", ".join(f"{target} {out.arrow} ${var}" for target, var in sorted(e.tenant_keys.items()))
+        out.line(f"tenant keys: {keys}")
+    if not own:
+        out.line(f"deployments: the {len(e.deployments)} shared ones, with the shared keys "
+                 f"(tenant {e.tenant} has no keys or deployments of its own)")
+        out.line("")
+        return
+    rows = e.deployments if len(e.deployments) <= _SHOW_ALL_SEEN else own
+    hidden = len(e.deployments) - len(rows)
+    out.table(Table(
+        f"Deployments tenant {e.tenant} sees", columns("deployment source replaces key"),
+        [[s.deployment, s.source, s.replaces or "-", _key_cell(s.key_env, "shared")] for s in rows],
+        [None if s.source == "shared" else "bold" for s in rows],
+        caption=f"and {hidden} more shared deployments, with the shared keys" if hidden else None))
 
 
 def print_call(out: Output, deployment: str, route: str | None, tokens_in: int, tokens_out: int,

@@ -8,13 +8,15 @@ reload builds a new one and swaps the reference.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from router.context import RequestContext
 from router.errors import ConfigError, ConfigIssue
+from router.policy.tenant_views import TenantView, TenantViews, build_tenant_views, with_replacement_limits
 from router.pricing import PriceBook
-from router.quota.config import TenantsFile, reference_issues, unpriced_issues
+from router.quota.config import TenantsFile, reference_issues, tenant_deployment_issues, unpriced_issues
 from router.schema import Deployment, PolicyFile, Route, Rule
 from router.strategies import Strategy, build_strategy
 from router.strategies_learned import LEARNED_STRATEGIES
@@ -39,6 +41,31 @@ class CompiledRoute:
     min_context_window: int = 0
     #: Every deployment this route and its fallback routes may answer from, sorted (a cache key part).
     serves_from: tuple[str, ...] = ()
+    #: Candidates owned by a tenant (`own_deployments`), by name, with their owner.
+    owned: Mapping[str, str] = field(default_factory=dict)
+    #: The tenants in `owned`'s values.
+    owner_tenants: frozenset[str] = frozenset()
+    #: Tenants that call something else for some candidate (their own key or override).
+    personal: frozenset[str] = frozenset()
+    #: Tenants' replacements that fail this route's static constraints, with the reason.
+    swap_dropped: Mapping[str, str] = field(default_factory=dict)
+    #: `router.routing`'s memo of the strategy's order as each tenant sees it (None: every tenant
+    #: without a view of its own here), so a large route costs O(1) per request for them too.
+    #: Fresh on every compile (and on `replace`, being init=False).
+    tenant_orders: MutableMapping[str | None, Any] = field(default_factory=dict, init=False, repr=False,
+                                                            compare=False)
+
+    def view_key(self, tenant: str) -> str | None:
+        """The `tenant_orders` key of `tenant`: its name when this route looks different to it."""
+        return tenant if tenant in self.personal or tenant in self.owner_tenants else None
+
+    def same_for(self, tenant: str) -> bool:
+        """Whether `tenant` sees exactly `candidates`: no key, override or other tenant's
+        deployment of its own here (then the per-candidate tenant check can be skipped). O(1)."""
+        if tenant in self.personal:
+            return False
+        owners = self.owner_tenants
+        return not owners or (len(owners) == 1 and tenant in owners)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +93,10 @@ class Snapshot:
     prices: PriceBook
     version: int = 0
     sources: tuple[str, ...] = field(default=())
+    #: Tenants with their own keys or deployments, by tenant name (`router.policy.tenant_views`).
+    tenant_views: Mapping[str, TenantView] = field(default_factory=dict)
+    #: Each tenant-specific deployment in `deployments` (own ones, key copies) -> its tenant.
+    owners: Mapping[str, str] = field(default_factory=dict)
 
     def match_rule(self, ctx: RequestContext) -> SourcedRule | None:
         """The first rule whose conditions all hold for `ctx`."""
@@ -118,10 +149,19 @@ def compile_snapshot(
     prices: PriceBook | None = None,
     version: int = 0,
 ) -> Snapshot:
-    """Resolve references across files; raise one ConfigError listing every problem."""
+    """Resolve references across files; raise one ConfigError listing every problem.
+
+    Tenants' own deployments may be named by routes; tenants' keys and
+    overrides are compiled into per-tenant views (`Snapshot.tenant_views`).
+    """
     prices = prices or PriceBook()
     by_name = {d.name: d for d in deployments}
     issues: list[ConfigIssue] = []
+    views = TenantViews()
+    if tenants is not None:
+        issues.extend(tenant_deployment_issues(tenants, file=tenants_file, shared=by_name))
+        views = build_tenant_views(tenants, by_name)
+    targets = {**by_name, **views.routable}
     specs: dict[str, tuple[str, Route]] = {}
     rules: list[SourcedRule] = []
     aliases: dict[str, str] = {}
@@ -140,7 +180,7 @@ def compile_snapshot(
             embedding_route, embedding_file = policy.embedding_route, path
     for name, (path, route) in specs.items():
         for i, target in enumerate(route.targets):
-            if target not in by_name:
+            if target not in targets:
                 issues.append(ConfigIssue(path, f"routes.{name}.targets[{i}]",
                                           f"unknown deployment {target!r} (not in {deployments_file})"))
         for i, fb in enumerate(route.fallbacks):
@@ -174,9 +214,9 @@ def compile_snapshot(
     for name, (path, route) in specs.items():
         kept, dropped = [], {}
         for target in route.targets:
-            reason = static_drop_reason(route, by_name[target], prices)
+            reason = static_drop_reason(route, targets[target], prices)
             if reason is None:
-                kept.append(by_name[target])
+                kept.append(targets[target])
             else:
                 dropped[target] = reason
         if not kept:
@@ -193,6 +233,8 @@ def compile_snapshot(
             common_capabilities=frozenset.intersection(*(frozenset(d.capabilities) for d in kept)),
             min_context_window=min(d.context_window for d in kept),
         )
+        if views.views:
+            routes[name] = _with_tenant_fields(routes[name], views, prices)
     if issues:
         raise ConfigError(issues)
     reachable: dict[str, set[str]] = {}
@@ -203,11 +245,13 @@ def compile_snapshot(
         # A dollar budget cannot stop a deployment nobody prices: say so at validate time.
         unpriced = {d.name for d in deployments if not prices.known(d)}
         issues.extend(unpriced_issues(tenants, file=tenants_file, reachable=reachable, unpriced=unpriced))
+        issues.extend(_unpriced_own_issues(tenants, tenants_file, views, prices))
         if issues:
             raise ConfigError(issues)
+        tenants = with_replacement_limits(tenants, views)
     assert default_route is not None
     return Snapshot(
-        deployments=by_name,
+        deployments={**by_name, **views.extra},
         routes=routes,
         rules=tuple(rules),
         default_route=default_route,
@@ -217,7 +261,44 @@ def compile_snapshot(
         prices=prices,
         version=version,
         sources=(deployments_file, *(p for p, _ in policies)),
+        tenant_views=views.views,
+        owners=views.owner,
     )
+
+
+def _with_tenant_fields(compiled: CompiledRoute, views: TenantViews, prices: PriceBook) -> CompiledRoute:
+    """`compiled` with which candidates tenants own, which tenants call something else for a
+    candidate, and which of those replacements the route's constraints drop."""
+    kept = compiled.candidates
+    owned = {d.name: views.owner[d.name] for d in kept if d.name in views.owner}
+    personal: set[str] = set()
+    swap_dropped: dict[str, str] = {}
+    for d in kept:
+        for tenant in views.swapped_by.get(d.name, ()):
+            personal.add(tenant)
+            replacement = views.views[tenant].swap[d.name]
+            reason = static_drop_reason(compiled.spec, replacement, prices)
+            if reason is not None:
+                swap_dropped[replacement.name] = reason
+    return replace(compiled, owned=owned, owner_tenants=frozenset(owned.values()), personal=frozenset(personal),
+                   swap_dropped=swap_dropped)
+
+
+def _unpriced_own_issues(tenants: TenantsFile, file: str, views: TenantViews, prices: PriceBook) -> list[ConfigIssue]:
+    """A tenant with a dollar limit must not call an own deployment nobody prices (it would count $0)."""
+    issues: list[ConfigIssue] = []
+    for tenant in views.views:
+        t = tenants.tenants[tenant]
+        scopes = [t, *t.routes.values(), *t.deployments.values()]
+        if not any(s.usd_per_day is not None or s.usd_per_month is not None for s in scopes):
+            continue
+        for i, od in enumerate(t.own_deployments):
+            if not prices.known(od):
+                issues.append(ConfigIssue(
+                    file, f"tenants.{tenant}.own_deployments[{i}].price",
+                    f"no known price for {od.name!r}: its calls would count as $0 against this tenant's "
+                    "dollar limits; give it a price (price: {input_per_mtok: 0} if it is free)"))
+    return issues
 
 
 def _strategy(name: str, route: Route, kept: Sequence[Deployment], prices: PriceBook) -> Strategy:

@@ -36,6 +36,36 @@ Example::
         deployments: {gpt-4o: {requests_per_minute: 100}}
     failure_mode: {rates: open, money: closed}
 
+A tenant may also bring its own provider keys and deployments (both only
+for requests whose tenant is exactly that name; an unknown tenant given the
+`default` tenant's limits does not get its keys):
+
+- `keys: {deployment-or-provider: ENV_VAR}`: this tenant's calls to that
+  shared deployment (or to every shared deployment of that LiteLLM provider,
+  e.g. `openai`; a deployment name wins over a provider) send the key held in
+  the environment variable `ENV_VAR`. The YAML names the variable, never the
+  key. Those calls get their own circuit (`NAME@TENANT`), so a key that fails
+  (401) never cools the shared deployment for other tenants. An unset variable
+  fails the tenant's call (it never falls back to the shared key).
+- `own_deployments:` deployments declared as in the deployments file (the same
+  fields) that only this tenant sees; routes may name them. One whose name is
+  a shared deployment's must say `overrides: <that name>`; `overrides: X`
+  replaces shared deployment `X` with this one for this tenant's requests. An
+  own deployment without `api_key_env` uses the tenant's provider key.
+
+Example::
+
+    tenants:
+      acme:
+        keys: {openai: ACME_OPENAI_KEY, claude-haiku: ACME_ANTHROPIC_KEY}
+        own_deployments:
+          - name: acme-gpt-4o
+            model: azure/gpt-4o
+            api_base: https://acme.openai.azure.com
+            api_key_env: ACME_AZURE_KEY
+            api_version: "2024-10-21"
+            overrides: gpt-4o
+
 >>> TenantsFile.model_validate({"tenants": {"default": {"usd_per_day": 5}}}).unknown_tenants
 'default'
 """
@@ -49,9 +79,13 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from router.errors import ConfigIssue
-from router.schema import NonNegFloat, Spec
+from router.schema import Deployment, NonNegFloat, Spec
 
 NonNegInt = Annotated[int, Field(ge=0)]
+#: The name of an environment variable (never its value), as `Deployment.api_key_env` takes it.
+EnvVarName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+#: A shared deployment's name or a LiteLLM provider prefix ("openai").
+KeyTarget = Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.:/-]+$")]
 FailureMode = Literal["open", "closed"]
 
 #: Limit fields counted in US dollars: the "money" class of `failure_mode`.
@@ -99,8 +133,26 @@ class Limits(Spec):
 _LIMIT_FIELDS = tuple(name for name in Limits.model_fields if name != "burst")
 
 
+class TenantDeployment(Deployment):
+    """A deployment only its tenant sees: the fields of a shared `Deployment`, plus `overrides`,
+    the shared deployment it replaces for this tenant's requests."""
+
+    overrides: str | None = Field(default=None, min_length=1)
+
+    def as_deployment(self, name: str) -> Deployment:
+        """This deployment as the router calls it, under `name` (its health and quota key).
+
+        Built without validation (the fields were validated here; `name` may carry
+        an `@tenant` suffix the YAML pattern refuses, so it can never clash).
+        """
+        values = {f: getattr(self, f) for f in Deployment.model_fields}
+        values["name"] = name
+        return Deployment.model_construct(_fields_set=self.model_fields_set - {"overrides"}, **values)
+
+
 class TenantLimits(Limits):
-    """One tenant: its own limits, the routes it may use, per-route and per-deployment limits."""
+    """One tenant: its own limits, the routes it may use, per-route and per-deployment limits,
+    and its own provider keys and deployments (see the module docstring)."""
 
     #: The route the caller should use when a request names none (a hint to the router).
     default_route: str | None = None
@@ -108,6 +160,24 @@ class TenantLimits(Limits):
     allowed_routes: frozenset[str] | None = None
     routes: dict[str, Limits] = Field(default_factory=dict)
     deployments: dict[str, Limits] = Field(default_factory=dict)
+    #: Shared deployment name or provider -> the environment variable holding this tenant's key.
+    keys: dict[KeyTarget, EnvVarName] = Field(default_factory=dict)
+    own_deployments: tuple[TenantDeployment, ...] = ()
+
+    @model_validator(mode="after")
+    def _own_unique(self) -> TenantLimits:
+        names: set[str] = set()
+        replaced: dict[str, str] = {}
+        for d in self.own_deployments:
+            if d.name in names:
+                raise ValueError(f"own deployment name {d.name!r} is used twice")
+            names.add(d.name)
+            if d.overrides is not None:
+                if d.overrides in replaced:
+                    raise ValueError(f"own deployments {replaced[d.overrides]!r} and {d.name!r} "
+                                     f"both override {d.overrides!r}")
+                replaced[d.overrides] = d.name
+        return self
 
     @model_validator(mode="after")
     def _routes_allowed(self) -> TenantLimits:
@@ -188,11 +258,59 @@ def reference_issues(
                 issues.append(
                     ConfigIssue(file, f"{where}.routes.{route}", f"unknown route {route!r}")
                 )
+        own = {d.name for d in t.own_deployments}
         for dep in t.deployments:
-            if dep not in deployments:
+            if dep not in deployments and dep not in own:
                 issues.append(
                     ConfigIssue(file, f"{where}.deployments.{dep}", f"unknown deployment {dep!r}")
                 )
+    return issues
+
+
+def tenant_deployment_issues(
+    tenants: TenantsFile, *, file: str, shared: Mapping[str, Deployment]
+) -> list[ConfigIssue]:
+    """Tenants' `keys` and `own_deployments` checked against the shared deployments.
+
+    An own deployment named like a shared one must say `overrides:` that name;
+    `overrides` names a shared deployment; an own deployment not named like a
+    shared one has a name no other tenant's own deployment uses (routes name it);
+    each `keys` entry names a shared deployment (not one this tenant overrides)
+    or a provider some deployment it sees uses. Messages name env variables,
+    never their values (which are never read here).
+
+    >>> t = TenantsFile.model_validate({"tenants": {"default": {"keys": {"nope": "K"}}}})
+    >>> [i.message for i in tenant_deployment_issues(t, file="t.yaml", shared={})]
+    ["unknown deployment or provider 'nope'"]
+    """
+    issues: list[ConfigIssue] = []
+    owner_of: dict[str, str] = {}
+    for name, t in tenants.tenants.items():
+        where = f"tenants.{name}"
+        overridden = {d.overrides: d.name for d in t.own_deployments if d.overrides is not None}
+        for i, d in enumerate(t.own_deployments):
+            at = f"{where}.own_deployments[{i}]"
+            if d.name in shared and d.overrides != d.name:
+                issues.append(ConfigIssue(file, f"{at}.name", f"shadows the shared deployment {d.name!r}; "
+                                          f"say 'overrides: {d.name}' to replace it for this tenant"))
+            if d.overrides is not None and d.overrides not in shared:
+                issues.append(ConfigIssue(file, f"{at}.overrides", f"unknown shared deployment {d.overrides!r}"))
+            if d.name not in shared:
+                other = owner_of.setdefault(d.name, name)
+                if other != name:
+                    issues.append(ConfigIssue(file, f"{at}.name", f"{d.name!r} is also an own deployment of "
+                                              f"tenant {other!r}; routes name it, so it must be unique"))
+        own = {d.name: d for d in t.own_deployments}
+        providers = {d.provider for d in shared.values()} | {d.provider for d in t.own_deployments}
+        for target in t.keys:
+            field = f"{where}.keys.{target}"
+            if target in overridden:
+                issues.append(ConfigIssue(file, field, f"{target!r} is overridden by own deployment "
+                                          f"{overridden[target]!r}: set api_key_env there"))
+            elif target in own:
+                issues.append(ConfigIssue(file, field, f"{target!r} is an own deployment: set api_key_env there"))
+            elif target not in shared and target not in providers:
+                issues.append(ConfigIssue(file, field, f"unknown deployment or provider {target!r}"))
     return issues
 
 
