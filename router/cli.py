@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from router.cli_render import Output, print_call, print_explanation, print_health
+from router.cli_render import Output, error_lines, print_call, print_explanation, print_health
 from router.client import Router
 from router.context import RequestContext
 from router.errors import ConfigError, ConfigIssue, RouterError
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(issue, file=sys.stderr)
         return 1
     except RouterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("\n".join(error_lines(exc)), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
