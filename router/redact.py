@@ -22,9 +22,9 @@ _REDACTIONS: tuple[tuple[re.Pattern[str], str], ...] = (
     # password (https://user:pa/ss@host); an "@" later in a path over-redacts, the safe side
     (re.compile(r"(?<=://)[^\s@\"'<>]+@"), f"{_R}@"),
     # an Authorization header in any scheme (Bearer, Basic, Token, Digest, ...), as text or JSON
-    (re.compile(r"(?i)\b((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)"
-                r"(?:(bearer|basic|token|digest|apikey|key|sharedkey|aws4-hmac-sha256)\s+)?" + _VALUE),
-     rf"\1\2 {_R}"),
+    (re.compile(r"(?i)\b((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)(?![\w-]*\s*\[REDACTED\])"
+                r"((?:bearer|basic|token|digest|apikey|key|sharedkey|aws4-hmac-sha256)\s+)?" + _VALUE),
+     rf"\1\2{_R}"),
     # a scheme and its credential without the header name; a credential has a digit or is long
     # ("Basic dXNlcjpwdzE=", "Bearer eyJ..."), which spares "Basic authentication failed"
     (re.compile(r"(?i)\b(bearer|basic)\s+(?!\[REDACTED\])"

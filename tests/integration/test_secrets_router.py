@@ -10,9 +10,11 @@ searched for the secrets, in plain and base64 form.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import os
+import sys
 import textwrap
 import traceback
 import uuid
@@ -41,6 +43,8 @@ from router.explain import explain
 from router.sim import Fault, SimError, SimServer
 
 pytestmark = pytest.mark.timeout(90)
+
+REPO = Path(__file__).resolve().parents[2]
 
 KEY_VAR = "LEAK_TEST_KEY"
 BASE_VAR = "LEAK_TEST_BASE"
@@ -166,29 +170,33 @@ def captured_logs() -> Iterator[_Records]:
 
 
 @pytest.fixture
-async def harness(tmp_path: Path, fresh_sim: SimServer, captured_logs: _Records,
-                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Harness]:
+def planted(tmp_path: Path, fresh_sim: SimServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[RouterSettings]:
+    """The key and the URL passwords in the environment, the deployments and policy on disk."""
     monkeypatch.setenv(KEY_VAR, KEY)
     monkeypatch.setenv(BASE_VAR, fresh_sim.base_url.replace("http://", f"http://user:{ENV_PASSWORD}@"))
     (tmp_path / "config").mkdir()
     (tmp_path / "policies").mkdir()
     (tmp_path / "config" / "deployments.yaml").write_text(deployments(fresh_sim.base_url))
     (tmp_path / "policies" / "main.yaml").write_text(textwrap.dedent(POLICY))
+    yield RouterSettings(config_dir=tmp_path / "config", policy_dir=tmp_path / "policies",
+                         reload_interval_s=0, seed=1, decision_log_path=tmp_path / "decisions.jsonl")
+    fresh_sim.restore()
+
+
+@pytest.fixture
+async def harness(planted: RouterSettings, captured_logs: _Records) -> AsyncIterator[Harness]:
     spans = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
-    log_path = tmp_path / "decisions.jsonl"
-    settings = RouterSettings(config_dir=tmp_path / "config", policy_dir=tmp_path / "policies",
-                              reload_interval_s=0, seed=1, decision_log_path=log_path)
-    router = await create_default_router(settings, tracer_provider=tracer_provider, meter_provider=meter_provider)
-    h = Harness(router, spans, reader, captured_logs, log_path)
+    router = await create_default_router(planted, tracer_provider=tracer_provider, meter_provider=meter_provider)
+    assert planted.decision_log_path is not None
+    h = Harness(router, spans, reader, captured_logs, planted.decision_log_path)
     try:
         yield h
     finally:
         await router.aclose()
-        fresh_sim.restore()
 
 
 # -- what the process could show --------------------------------------------------------------
@@ -344,6 +352,45 @@ async def test_url_passwords_are_hidden_where_deployments_are_shown(harness: Har
     assert "user:***@127.0.0.1" in repr(d)
     decision = harness.router.decide(RequestContext(operation="chat", tenant="default", route="everything"))
     assert "user:***@127.0.0.1" in repr(decision) and PASSWORD not in repr(decision)
+
+
+async def run_cli(settings: RouterSettings, *args: str) -> tuple[int, str, str]:
+    """`llm-router ARGS` in a child process (the simulator keeps serving on this loop meanwhile)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTER_", "OTEL_"))}
+    env.update(ROUTER_CONFIG_DIR=str(settings.config_dir), ROUTER_POLICY_DIR=str(settings.policy_dir),
+               ROUTER_RELOAD_INTERVAL_S="0", LITELLM_LOCAL_MODEL_COST_MAP="True")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router.cli", *args, cwd=REPO, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=80)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.timeout(180)
+async def test_cli_chat_failing_everywhere_prints_one_clean_line_per_attempt(
+    planted: RouterSettings, fresh_sim: SimServer
+) -> None:
+    fresh_sim.update("sim-flaky", custom_error=SimError(status=500, message=f"upstream said: key={KEY} bad"))
+    fresh_sim.script("sim-flaky", [Fault.UNAVAILABLE, Fault.CUSTOM_ERROR])
+    code, out, err = await run_cli(planted, "chat", "--plain", "--route", "everything", "hi")
+    assert code == 1, (out, err)
+    assert_clean("llm-router chat stdout", out)
+    assert_clean("llm-router chat stderr", err)
+    lines = err.strip().splitlines()
+    assert lines[0] == f"error: route 'everything': all {len(lines) - 1} attempt(s) failed", err
+    attempts = [line.strip().split(" -> ")[0] for line in lines[1:]]
+    assert attempts == ["leak-url", "leak-url", "leak-env-url", "leak-env-url", "leak-locked", "leak-slow",
+                        "leak-flaky", "leak-flaky"], err
+    assert all(len(line) <= 2 + 60 + 200 for line in lines), err
+    assert "leak-flaky -> unavailable: " in err and "key=[REDACTED]" in err
+
+    # A 400 that quotes the Authorization header, on a stream: one line, scrubbed.
+    fresh_sim.script("sim-flaky", [Fault.ECHO_AUTH])
+    code, out, err = await run_cli(planted, "chat", "--plain", "--stream", "--route", "echo", "hi")
+    assert code == 1, (out, err)
+    assert_clean("llm-router chat --stream stderr", err)
+    assert err.startswith("error: leak-flaky: ") and "Bearer [REDACTED]" in err and err.count("\n") == 1, err
 
 
 def test_the_planted_forms_are_distinct() -> None:
