@@ -345,6 +345,28 @@ async def test_no_error_keeps_a_foreign_exception_in_its_chain(harness: Harness,
                                                     f"{type(linked).__name__}"
 
 
+def frame_locals(exc: BaseException) -> Iterator[tuple[str, str]]:
+    """repr() of every local variable of every frame in the tracebacks of `exc` and its chain:
+    what error reporters that capture locals (Sentry's default, rich's show_locals) would send."""
+    for linked in chain(exc):
+        tb = linked.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code
+            for name, value in tb.tb_frame.f_locals.items():
+                yield f"{type(linked).__name__} {Path(code.co_filename).name}:{code.co_name} local {name}", repr(value)
+            tb = tb.tb_next
+
+
+@pytest.mark.xfail(strict=True, reason="router/backend.py keeps the call's kwargs, api_key included, in a local "
+                                       "of the frame that raises; fix proposed to the lead (remove this marker)")
+async def test_no_frame_in_a_raised_errors_traceback_holds_a_secret(harness: Harness, fresh_sim: SimServer) -> None:
+    await collect_everything(harness, fresh_sim)
+    texts = [text for exc in harness.raised for text in frame_locals(exc)]
+    assert len(texts) > 50
+    for where, text in texts:
+        assert_clean(where, text)
+
+
 async def test_url_passwords_are_hidden_where_deployments_are_shown(harness: Harness) -> None:
     """The URL password deployment is shown with its user and host, never its password."""
     d = harness.router.source.current.deployments["leak-url"]
