@@ -330,7 +330,8 @@ async def test_planted_secrets_appear_nowhere(harness: Harness, fresh_sim: SimSe
     assert {"auth", "not_found", "rate_limited", "unavailable", "timeout"} <= kinds, kinds
     assert len(harness.spans.get_finished_spans()) > 20
     assert any("[REDACTED]" in text for _, text in texts), "no scrubbed provider text was seen"
-    assert any(r.name.startswith("LiteLLM") for r in harness.logs.records) or True  # LiteLLM may log nothing
+    # LiteLLM's own debug logging (its request dumps included) was on and searched as well.
+    assert any(r.name == "LiteLLM" and r.levelno == logging.DEBUG for r in harness.logs.records)
     for where, text in texts:
         assert_clean(where, text)
 
