@@ -32,6 +32,7 @@ from router.health import HealthTracker
 from router.policy.loader import load_yaml, nearest_line
 from router.policy.reload import ConfigFiles, PolicySource, load_snapshot
 from router.policy.snapshot import Snapshot, compile_snapshot
+from router.redact import url_for_display
 from router.schema import PolicyFile, Retry, Route
 from router.settings import RouterSettings
 from router.tokens import count_tokens
@@ -410,7 +411,7 @@ async def _status(args: argparse.Namespace, out: Output) -> int:
     print_health(health, out)
     where = "this process only"
     if shared:
-        where += f", plus open circuits shared through {settings.health_store_url.split('@')[-1]}" + (
+        where += f", plus open circuits shared through {url_for_display(settings.health_store_url)}" + (
             "" if reached else " (unreachable)")
     out.line(f"source: {where}; {args.probe} probe call(s) per deployment. "
              "Use --probe N to measure; a running service's latency is in its OpenTelemetry metrics.")
