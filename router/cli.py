@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from router.cli_render import Output, print_call, print_explanation, print_health
+from router.cli_render import Output, error_lines, print_call, print_explanation, print_health
 from router.client import Router
 from router.context import RequestContext
 from router.errors import ConfigError, ConfigIssue, RouterError
@@ -32,6 +32,7 @@ from router.health import HealthTracker
 from router.policy.loader import load_yaml, nearest_line
 from router.policy.reload import ConfigFiles, PolicySource, load_snapshot
 from router.policy.snapshot import Snapshot, compile_snapshot
+from router.redact import url_for_display
 from router.schema import PolicyFile, Retry, Route
 from router.settings import RouterSettings
 from router.tokens import count_tokens
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(issue, file=sys.stderr)
         return 1
     except RouterError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("\n".join(error_lines(exc)), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -410,7 +411,7 @@ async def _status(args: argparse.Namespace, out: Output) -> int:
     print_health(health, out)
     where = "this process only"
     if shared:
-        where += f", plus open circuits shared through {settings.health_store_url.split('@')[-1]}" + (
+        where += f", plus open circuits shared through {url_for_display(settings.health_store_url)}" + (
             "" if reached else " (unreachable)")
     out.line(f"source: {where}; {args.probe} probe call(s) per deployment. "
              "Use --probe N to measure; a running service's latency is in its OpenTelemetry metrics.")

@@ -21,14 +21,19 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
+from router.errors import AllAttemptsFailed, DeadlineExceeded, attempt_line, one_line
+
 if TYPE_CHECKING:
     from router.explain import Explanation
     from router.health import DeploymentHealth
 
 __all__ = [
-    "Column", "Output", "Table", "columns", "fmt_ms", "fmt_usd", "print_call",
+    "Column", "Output", "Table", "columns", "error_lines", "fmt_ms", "fmt_usd", "print_call",
     "print_explanation", "print_health", "rich_available",
 ]
+
+#: Longest line an error prints: a provider's 2 kB body must not become one unreadable line.
+ERROR_LINE_MAX = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +284,25 @@ def print_health(health: list[DeploymentHealth], out: Output) -> None:
          for h in health],
         [None if h.available else "red" for h in health],
         caption="calls and error rate over the breaker's window (30 s by default)"))
+
+
+def error_lines(exc: BaseException) -> list[str]:
+    """What `llm-router` prints for a failed command: a header, then one line per attempt.
+
+    >>> from router.models import Attempt
+    >>> a = Attempt(deployment="gpt", outcome="error", error_type="auth",
+    ...             error="no API key: set the environment variable OPENAI_API_KEY")
+    >>> print("\\n".join(error_lines(AllAttemptsFailed(route="default", attempts=[a]))))
+    error: route 'default': all 1 attempt(s) failed
+      gpt -> auth: no API key: set the environment variable OPENAI_API_KEY
+    """
+    if isinstance(exc, AllAttemptsFailed):
+        head = f"route {exc.route!r}: all {len(exc.attempts)} attempt(s) failed"
+    elif isinstance(exc, DeadlineExceeded):
+        head = f"route {exc.route!r}: deadline of {exc.deadline_s:g}s exceeded after {len(exc.attempts)} attempt(s)"
+    else:
+        return [f"error: {one_line(str(exc), ERROR_LINE_MAX)}"]
+    return [f"error: {head}", *(f"  {attempt_line(a)}" for a in exc.attempts)]
 
 
 def columns(spec: str) -> list[Column]:

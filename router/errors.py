@@ -163,10 +163,42 @@ class AllAttemptsFailed(RouterError):
         )
 
 
+#: Longest provider text one attempt contributes to a message: enough to read why, not a 2 kB body.
+ATTEMPT_TEXT_MAX = 200
+
+
+def attempt_line(attempt: Attempt, max_chars: int = ATTEMPT_TEXT_MAX) -> str:
+    """One attempt as one line: `deployment -> kind: message`, the message on one line and cut.
+
+    >>> from router.models import Attempt
+    >>> attempt_line(Attempt(deployment="gpt", outcome="error", error_type="auth", error="no API key"))
+    'gpt -> auth: no API key'
+    """
+    kind = attempt.error_type or attempt.outcome
+    text = one_line(attempt.error or "", max_chars)
+    return f"{attempt.deployment} -> {kind}: {text}" if text else f"{attempt.deployment} -> {kind}"
+
+
+def one_line(text: str, max_chars: int = ATTEMPT_TEXT_MAX) -> str:
+    """`text` with its whitespace runs (newlines included) made single spaces, cut to `max_chars` with "...".
+
+    >>> one_line("a   b " + "x" * 10, max_chars=8)
+    'a b x...'
+    """
+    flat = " ".join(text.split())
+    return flat if len(flat) <= max_chars else flat[: max_chars - 3].rstrip() + "..."
+
+
 def _describe(attempts: Sequence[Attempt]) -> str:
+    """`: a -> error (timeout): ...; b -> skipped (circuit_open): circuit open`, each text on one line and cut."""
     if not attempts:
         return ""
-    return ": " + "; ".join(f"{a.deployment} -> {a.outcome}: {a.error}" for a in attempts)
+    parts = []
+    for a in attempts:
+        kind = f" ({a.error_type})" if a.error_type and a.error_type != a.outcome else ""
+        text = one_line(a.error or "")
+        parts.append(f"{a.deployment} -> {a.outcome}{kind}" + (f": {text}" if text else ""))
+    return ": " + "; ".join(parts)
 
 
 class ProviderError(RouterError):

@@ -112,20 +112,29 @@ class Deployment(Spec):
 
 
 def hide_url_password(url: str) -> str:
-    """`url` with any userinfo password replaced by "***".
+    """`url` with the credential of its userinfo replaced by "***".
+
+    A user with a password keeps the user; a user alone is usually a token
+    (`https://TOKEN@host`), so it is hidden whole.
 
     >>> hide_url_password("https://user:secret@host/v1")
+    'https://user:***@host/v1'
+    >>> hide_url_password("https://ghp_token123@host/v1")
+    'https://***@host/v1'
+    >>> hide_url_password("https://user:pa/ss@host/v1")
     'https://user:***@host/v1'
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
-    authority, slash, path = rest.partition("/")
-    userinfo, at, host = authority.rpartition("@")
+    # The last "@" anywhere, not just before the first "/": a password written with a raw "/"
+    # must not slip through (an "@" in a path hides too much, which is the safe side).
+    userinfo, at, host_and_path = rest.rpartition("@")
     if not at:
         return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}{slash}{path}"
+    user, colon, _ = userinfo.partition(":")
+    shown = f"{user}:***" if colon and user and "/" not in user else "***"
+    return f"{scheme}://{shown}@{host_and_path}"
 
 
 class DeploymentsFile(Spec):

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from router.quality.base import Decay, Evidence, FeedbackNotFound, FeedbackTarget, QualityKey, QualityStore
+from router.redact import url_for_display
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -98,7 +99,7 @@ class RedisQualityStore(QualityStore):
             raise ImportError("the Redis quality store needs redis: pip install llm-policy-router[redis]") from exc
         self._owns_client = isinstance(url_or_client, str)
         if isinstance(url_or_client, str):
-            self.name = url_or_client.split("?", 1)[0]
+            self.name = url_for_display(url_or_client)  # never the password in the URL
             self._client: Redis = Redis.from_url(url_or_client, socket_timeout=timeout_s,
                                                  socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
         else:
