@@ -128,12 +128,13 @@ class LiteLLMBackend:
     async def chat(
         self, d: Deployment, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any], *, timeout_s: float
     ) -> ChatResult:
-        args = _call_args(d, timeout_s)
         litellm = litellm_module()
         try:
-            # asyncio.timeout, not wait_for: wait_for wraps the call in a new Task (~10 µs a call)
+            # asyncio.timeout, not wait_for: wait_for wraps the call in a new Task (~10 µs a call).
+            # The call's arguments (the key among them) are never a local of this frame: a traceback
+            # that captures locals (Sentry, rich) must not carry the key.
             async with asyncio.timeout(timeout_s + 1.0):
-                resp = await litellm.acompletion(messages=list(messages), **params, **args)
+                resp = await litellm.acompletion(messages=list(messages), **params, **_call_args(d, timeout_s))
             result = _chat_result(resp, d)
         except Exception as exc:
             error = map_error(exc, d)
@@ -146,13 +147,13 @@ class LiteLLMBackend:
     async def stream(
         self, d: Deployment, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any], *, timeout_s: float
     ) -> AsyncIterator[StreamPiece]:
-        args = _call_args(d, timeout_s)
         litellm = litellm_module()
         error: errors.ProviderError | None = None
         try:
             async with asyncio.timeout(timeout_s + 1.0):
                 stream = await litellm.acompletion(
-                    messages=list(messages), stream=True, stream_options={"include_usage": True}, **params, **args)
+                    messages=list(messages), stream=True, stream_options={"include_usage": True}, **params,
+                    **_call_args(d, timeout_s))
             async for chunk in stream:
                 piece = _stream_piece(chunk)
                 if piece is not None and piece.usage is not None and not _provider_sent_usage(stream):
@@ -169,11 +170,10 @@ class LiteLLMBackend:
             raise error
 
     async def embed(self, d: Deployment, inputs: Sequence[str], *, timeout_s: float) -> EmbedResult:
-        args = _call_args(d, timeout_s)
         litellm = litellm_module()
         try:
             async with asyncio.timeout(timeout_s + 1.0):
-                resp = await litellm.aembedding(input=list(inputs), **args)
+                resp = await litellm.aembedding(input=list(inputs), **_call_args(d, timeout_s))
             data = sorted(resp.data, key=lambda e: e["index"] if isinstance(e, dict) else e.index)
             vectors = [list(e["embedding"] if isinstance(e, dict) else e.embedding) for e in data]
             result = EmbedResult(vectors, resp.model or d.model, _usage(getattr(resp, "usage", None)))
@@ -310,6 +310,12 @@ _CONTEXT_WORDS = re.compile(
 )
 _FILTER_WORDS = re.compile(r"content[ _-]?(policy|filter|management)|safety (system|filter)|responsible ai",
                            re.IGNORECASE)
+# LiteLLM's wordings for a key it could not find: "Missing credentials" (openai, azure), "Missing <provider>
+# API key" (anthropic, gemini), the OpenAI SDK's "api_key client option must be set".
+_MISSING_KEY = re.compile(r"missing credentials|missing [\w ]*api[ _-]?key|api_key client option must be set",
+                          re.IGNORECASE)
+# aiohttp refuses userinfo in the URL next to the Authorization header LiteLLM sets.
+_URL_CREDENTIALS = "credentials encoded in url"
 _MALFORMED_WORDS = ("jsondecode", "expecting value", "invalid json", "not valid json", "no choices",
                     "unable to parse", "malformed")
 
@@ -331,6 +337,14 @@ def map_error(exc: BaseException, d: Deployment, *, streaming: bool = False) -> 
             break
     if cls is None and isinstance(exc, asyncio.TimeoutError | TimeoutError):
         cls = errors.ProviderTimeout
+    if _MISSING_KEY.search(msg):
+        cls = errors.AuthenticationFailed  # LiteLLM reports a key it found nowhere as a 500 (openai, azure, gemini)
+    elif _URL_CREDENTIALS in msg.lower():
+        cls = errors.AuthenticationFailed  # a configuration error: no retry, no outage
+        msg = ("api_base has credentials in its URL (user:password@host), which LiteLLM's HTTP client refuses "
+               "alongside an API key; " + msg)
+    elif cls is None and status in (401, 403):
+        cls = errors.AuthenticationFailed  # a 403 arrives as a bare APIError, not PermissionDeniedError
     if cls is errors.InvalidRequest:
         if _FILTER_WORDS.search(msg):
             cls = errors.ContentFiltered

@@ -10,13 +10,15 @@ original design's variables (`OPENAI_API_KEY`, `OPENAI_MODEL`, ...), read by
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from router.breaker import BreakerConfig
+from router.schema import hide_url_password
 
 
 class RouterSettings(BaseSettings):
@@ -70,6 +72,11 @@ class RouterSettings(BaseSettings):
     tenant_in_metrics: bool = False
     seed: int | None = None
 
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # Store URLs and api_base may carry a password (redis://:pw@host); reprs and logs never show it.
+        for name, value in super().__repr_args__():
+            yield name, hide_url_password(value) if isinstance(value, str) and "://" in value else value
+
 
 class LegacySettings(BaseSettings):
     """The variables of the original single-file design, for the zero-YAML mode."""
@@ -85,3 +92,8 @@ class LegacySettings(BaseSettings):
     anthropic_api_key: SecretStr | None = None
     anthropic_model: str = "claude-haiku-4-5"
     llm_router_strategy: Literal["fallback", "cheapest", "fastest", "best_quality"] = "fallback"
+
+    def __repr_args__(self) -> Iterable[tuple[str | None, Any]]:
+        # Store URLs and api_base may carry a password (redis://:pw@host); reprs and logs never show it.
+        for name, value in super().__repr_args__():
+            yield name, hide_url_password(value) if isinstance(value, str) and "://" in value else value

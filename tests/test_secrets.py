@@ -264,8 +264,6 @@ def test_explain_and_validate_never_print_a_url_password(
     assert "timeout_s" in captured.out and PASSWORD not in captured.out + captured.err
 
 
-@pytest.mark.xfail(strict=True, reason="router/backend.py maps LiteLLM's 'Missing credentials' (a 500) to "
-                                       "unavailable and retries it; fix proposed to the lead (remove this marker)")
 def test_chat_with_no_key_variable_named_and_none_in_the_environment(
     keyless: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

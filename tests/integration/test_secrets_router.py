@@ -358,8 +358,6 @@ def frame_locals(exc: BaseException) -> Iterator[tuple[str, str]]:
             tb = tb.tb_next
 
 
-@pytest.mark.xfail(strict=True, reason="router/backend.py keeps the call's kwargs, api_key included, in a local "
-                                       "of the frame that raises; fix proposed to the lead (remove this marker)")
 async def test_no_frame_in_a_raised_errors_traceback_holds_a_secret(harness: Harness, fresh_sim: SimServer) -> None:
     await collect_everything(harness, fresh_sim)
     texts = [text for exc in harness.raised for text in frame_locals(exc)]
@@ -377,8 +375,6 @@ async def test_url_passwords_are_hidden_where_deployments_are_shown(harness: Har
     assert "user:***@127.0.0.1" in repr(decision) and PASSWORD not in repr(decision)
 
 
-@pytest.mark.xfail(strict=True, reason="router/backend.py maps a 403 (LiteLLM raises a bare APIError) to "
-                                       "invalid_request, which fails the request; fix proposed to the lead")
 async def test_a_403_falls_back_like_a_401(harness: Harness, fresh_sim: SimServer) -> None:
     fresh_sim.update("sim-flaky", custom_error=SimError(status=403, message="not allowed in this region"))
     fresh_sim.script("sim-flaky", [Fault.CUSTOM_ERROR])
