@@ -206,8 +206,12 @@ class QualityStore(ABC):
         """Remember what `response_id` stands for, for `ttl_s` seconds."""
 
     @abstractmethod
-    async def take_target(self, response_id: str) -> FeedbackTarget:
-        """What `response_id` stands for, marking it scored; FeedbackNotFound if unknown, expired or scored."""
+    async def take_target(self, response_id: str, tenant: str | None = None) -> FeedbackTarget:
+        """What `response_id` stands for, marking it scored; FeedbackNotFound if unknown, expired or scored.
+
+        With `tenant`, a response of another tenant is reported as unknown and left
+        unscored, in one step: a tenant can neither probe nor use up another's ids.
+        """
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook: most stores own nothing
         """Release what the store created (nothing, by default)."""

@@ -127,7 +127,8 @@ class QualityTracker:
 
         `task` overrides the task registered with the response. `tenant`, when
         given, must be the response's tenant (else it is reported as not found,
-        so one tenant cannot probe another's ids). Each response takes one score.
+        and stays unscored, so one tenant can neither probe nor use up another's
+        ids). Each response takes one score.
         Raises InvalidRequest (naming `score`, `task` or `response_id`),
         FeedbackNotFound, QualityStoreUnavailable.
         """
@@ -135,13 +136,11 @@ class QualityTracker:
         task = validate_task(task)
         response_id = validate_response_id(response_id)
         try:
-            target = await self.store.take_target(response_id)
+            target = await self.store.take_target(response_id, tenant)
         except FeedbackNotFound:
             raise
         except Exception as exc:
             raise QualityStoreUnavailable(store=self.store.name, operation="feedback") from exc
-        if tenant is not None and tenant != target.tenant:
-            raise FeedbackNotFound(response_id=response_id, reason="unknown or expired")
         task = task if task is not None else target.task
         await self.record(target.deployment, target.route, value, task)
         return FeedbackTarget(deployment=target.deployment, route=target.route, task=task, tenant=target.tenant)
