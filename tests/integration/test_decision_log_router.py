@@ -143,7 +143,14 @@ async def test_fifty_requests_make_fifty_lines_without_text_and_replay(
     capsys.readouterr()
     assert main(["replay", "--log", str(log), "--policy", str(tmp_path)]) == 0
     same = capsys.readouterr().out
-    assert "replayed 50 requests" in same and "sim-fast" in same
+    assert same.startswith("replayed 50 requests in ") and "as logged -> " in same and "lost 0" in same
+
+    assert main(["replay", "--log", str(log), "--policy", str(tmp_path), "--json"]) == 0
+    as_json = json.loads(capsys.readouterr().out)
+    assert as_json["requests"] == 50 and as_json["lost"] == 0
+    # the four cache hits stay hits: served at no cost, under the log and under the policy
+    assert as_json["old"]["deployments"]["(cache)"] == 4 and as_json["new"]["deployments"]["(cache)"] == 4
+    assert as_json["old"]["served"] == 35 and as_json["old"]["quota_rejected"] == 7
 
     edited = tmp_path / "edited"
     shutil.copytree(tmp_path / "config", edited / "config")
@@ -152,7 +159,6 @@ async def test_fifty_requests_make_fifty_lines_without_text_and_replay(
     policy.write_text(policy.read_text().replace("targets: [sim-flaky, sim-fast]", "targets: [sim-fast, sim-flaky]"))
     assert main(["replay", "--log", str(log), "--policy", str(edited), "--against", str(tmp_path)]) == 0
     diff = capsys.readouterr().out
-    print(diff)
     assert "replayed 50 requests" in diff and "moved" in diff and "lost 0" in diff
 
 
