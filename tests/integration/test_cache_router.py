@@ -7,13 +7,15 @@ test stored can be served; Redis tests use a uuid key prefix and delete it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from router import Router
+from router import InvalidRequest, Router
 from router.models import StreamChunk
+from router.quality import FeedbackNotFound
 from router.sim import SimServer
 from tests.conftest import RouterFactory
 from tests.test_cache_support import delete_prefix, needs_redis, new_prefix, redis_url
@@ -46,6 +48,9 @@ unknown_tenants: reject
 tenants:
   acme: {requests_per_minute: 1000, tokens_per_day: 1000000, usd_per_day: 100}
 """
+
+
+REDIS_PATIENCE = "&socket_timeout=5&socket_connect_timeout=5&timeout=5"
 
 
 def prompt(label: str) -> list[dict[str, str]]:
@@ -82,7 +87,9 @@ async def test_second_identical_chat_is_served_from_cache_for_free(
 async def test_fifty_concurrent_identical_chats_reach_the_provider_once(
     make_router: RouterFactory, fresh_sim: SimServer, redis_prefix: str, setup: str
 ) -> None:
-    url = "memory://" if setup == "memory" else redis_url(redis_prefix)
+    # The store's 0.5 s command timeout is for production; on a loaded test machine a timeout would
+    # degrade to computing without the lock (by design), so the test gives Redis longer (URL options win).
+    url = "memory://" if setup == "memory" else redis_url(redis_prefix) + REDIS_PATIENCE
     routers = [await make_router(POLICY, cache_store_url=url)
                for _ in range(2 if setup == "two-routers-on-redis" else 1)]
     # A slower answer keeps the first call in flight while the others arrive.
@@ -203,3 +210,43 @@ async def test_a_hit_counts_against_request_rates_but_not_token_or_dollar_budget
     assert usage.day.tokens == first.usage.total_tokens
     assert usage.day.usd == pytest.approx(first.cost_usd, abs=1e-9)
     assert usage.in_flight == 0
+
+
+@pytest.mark.xfail(strict=True, reason="Pipeline.chat reserves quota in _open() before _cache_plan/chat_key validate "
+                   "`cache` and the key, outside ex.guard: the InvalidRequest leaks the reservation")
+async def test_a_bad_cache_mode_is_refused_without_holding_quota(
+    make_router: RouterFactory, fresh_sim: SimServer
+) -> None:
+    router = await make_router(POLICY, tenants=TENANTS)
+    assert router.quota is not None
+    with pytest.raises(InvalidRequest) as refused:
+        await router.chat(prompt("Bad mode"), tenant="acme", temperature=0, cache="sometimes")  # type: ignore[arg-type]
+    assert refused.value.field == "cache" and fast_hits(fresh_sim) == 0
+    assert await router.quota.flush(timeout_s=10) == 0
+    usage = await router.usage("acme")
+    assert usage.in_flight == 0 and usage.day.usd == 0 and usage.day.tokens == 0
+
+
+@pytest.mark.xfail(strict=True, reason="Pipeline.stream stores the chunks only after yielding the last one: a "
+                   "caller that stops at the done chunk closes the generator before the write")
+async def test_a_stream_read_up_to_its_done_chunk_is_cached(make_router: RouterFactory, fresh_sim: SimServer) -> None:
+    router = await make_router(POLICY)
+    messages = prompt("Stop at done")
+    for _ in range(2):
+        async for chunk in router.stream(messages, temperature=0):
+            if chunk.done:
+                break
+    assert fast_hits(fresh_sim) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="a cache hit returns the stored response's id, so two callers share one "
+                   "feedback slot: the first score uses up the other's")
+async def test_a_cache_hit_has_an_id_of_its_own(make_router: RouterFactory, fresh_sim: SimServer) -> None:
+    router = await make_router(POLICY)
+    messages = prompt("Whose answer?")
+    original = await router.chat(messages, temperature=0)
+    hit = await router.chat(messages, temperature=0)
+    assert hit.cached and hit.id and hit.id != original.id
+    with contextlib.suppress(FeedbackNotFound):
+        await router.feedback(hit.id, 0.9)
+    await router.feedback(original.id, 0.2)  # the original caller's one score is still there
