@@ -61,10 +61,13 @@ async def test_responses_carry_ids_that_take_one_score(
     with pytest.raises(FeedbackNotFound):
         await router.feedback(ids[1], 0.8, tenant="globex")  # another tenant cannot score it ...
     await router.feedback(ids[1], 0.8, tenant="acme")  # ... and did not use it up
+    last = [c async for c in router.stream("a streamed question", route="quality", tenant="acme")][-1]
+    assert last.done and last.id and last.id not in ids
+    await router.feedback(last.id, 0.7)  # a stream's id takes a score too
     assert router.quality is not None
     await router.quality.refresh()
     assert router.quality.estimate("sim-fast", "quality", "summary").samples == 1
-    assert router.quality.estimate("sim-fast", "quality").samples == 2
+    assert router.quality.estimate("sim-fast", "quality").samples == 3
 
 
 async def test_200_scores_ranking_b_above_a_reverse_best_quality(
