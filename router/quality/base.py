@@ -155,10 +155,10 @@ def validate_score(score: object) -> float:
     1.0
     """
     if isinstance(score, bool) or not isinstance(score, int | float):
-        raise InvalidRequest(f"score must be a number in [0, 1], got {type(score).__name__}")
+        raise InvalidRequest(f"must be a number in [0, 1], got {type(score).__name__}", field="score")
     value = float(score)
     if not math.isfinite(value) or not 0.0 <= value <= 1.0:
-        raise InvalidRequest(f"score must be a finite number in [0, 1], got {score!r}")
+        raise InvalidRequest(f"must be a finite number in [0, 1], got {score!r}", field="score")
     return value
 
 
@@ -168,15 +168,15 @@ def validate_task(task: object) -> str | None:
         return None
     if not isinstance(task, str) or len(task) > MAX_TASK_CHARS or not _TASK.fullmatch(task):
         raise InvalidRequest(
-            f"task must be a label of 1 to {MAX_TASK_CHARS} letters, digits or _.:/-, got {task!r:.80}")
+            f"must be a label of 1 to {MAX_TASK_CHARS} letters, digits or _.:/-, got {task!r:.80}", field="task")
     return task
 
 
 def validate_response_id(response_id: object) -> str:
     """`response_id` as a non-empty string; InvalidRequest naming `response_id` otherwise."""
     if not isinstance(response_id, str) or not 0 < len(response_id) <= MAX_RESPONSE_ID_CHARS:
-        raise InvalidRequest(
-            f"response_id must be a string of 1 to {MAX_RESPONSE_ID_CHARS} characters, got {response_id!r:.80}")
+        raise InvalidRequest(f"must be a string of 1 to {MAX_RESPONSE_ID_CHARS} characters, got {response_id!r:.80}",
+                             field="response_id")
     return response_id
 
 
@@ -206,8 +206,12 @@ class QualityStore(ABC):
         """Remember what `response_id` stands for, for `ttl_s` seconds."""
 
     @abstractmethod
-    async def take_target(self, response_id: str) -> FeedbackTarget:
-        """What `response_id` stands for, marking it scored; FeedbackNotFound if unknown, expired or scored."""
+    async def take_target(self, response_id: str, tenant: str | None = None) -> FeedbackTarget:
+        """What `response_id` stands for, marking it scored; FeedbackNotFound if unknown, expired or scored.
+
+        With `tenant`, a response of another tenant is reported as unknown and left
+        unscored, in one step: a tenant can neither probe nor use up another's ids.
+        """
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook: most stores own nothing
         """Release what the store created (nothing, by default)."""

@@ -65,9 +65,9 @@ class MemoryQualityStore(QualityStore):
         # TTLCache has one TTL for all entries (the constructor's); the tracker passes that same value
         self._pending[response_id] = target
 
-    async def take_target(self, response_id: str) -> FeedbackTarget:
+    async def take_target(self, response_id: str, tenant: str | None = None) -> FeedbackTarget:
         target = self._pending.get(response_id)
-        if target is None:
+        if target is None or (tenant is not None and not isinstance(target, str) and target.tenant != tenant):
             raise FeedbackNotFound(response_id=response_id, reason="unknown or expired")
         if isinstance(target, str):
             raise FeedbackNotFound(response_id=response_id, reason="feedback already recorded")

@@ -67,6 +67,7 @@ _TAKE = """
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
 if v == ARGV[1] then return ARGV[1] end
+if ARGV[2] == '1' and cjson.decode(v)['tenant'] ~= ARGV[3] then return false end
 redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
 return v
 """
@@ -141,8 +142,9 @@ class RedisQualityStore(QualityStore):
                             "tenant": target.tenant})
         await self._client.set(f"{self._prefix}fb:{response_id}", value, px=max(1, int(ttl_s * 1000)))
 
-    async def take_target(self, response_id: str) -> FeedbackTarget:
-        raw = await self._take(keys=[f"{self._prefix}fb:{response_id}"], args=[_SCORED])
+    async def take_target(self, response_id: str, tenant: str | None = None) -> FeedbackTarget:
+        checked = ["1", tenant] if tenant is not None else ["0", ""]
+        raw = await self._take(keys=[f"{self._prefix}fb:{response_id}"], args=[_SCORED, *checked])
         if raw is None:
             raise FeedbackNotFound(response_id=response_id, reason="unknown or expired")
         text = _text(raw)

@@ -20,9 +20,13 @@ route's name (route "") reads the deployment-wide figure.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from router.periodic import Periodic
 from router.quality.base import (
@@ -42,17 +46,21 @@ from router.quality.memory import MemoryQualityStore
 
 log = logging.getLogger("router.quality")
 
+#: Registrations in flight remembered at most (a write whose task never ran is forgotten, oldest first).
+_MAX_REGISTERING = 10_000
+
 
 class QualityTracker:
     """Records scores, answers `quality()` (the `QualityView` strategies read) and maps response ids.
 
     `clock` times decay and the local view (monotonic seconds);
-    `feedback_ttl_s` is how long a response id waits for its score.
+    `feedback_ttl_s` is how long a response id waits for its score;
+    `register_wait_s` how long a score waits for its id's registration in flight.
     """
 
     def __init__(self, store: QualityStore | None = None, *, clock: Callable[[], float] = time.monotonic,
                  decay: Decay | None = None, feedback_ttl_s: float = 24 * 3600.0,
-                 refresh_interval_s: float = 5.0) -> None:
+                 refresh_interval_s: float = 5.0, register_wait_s: float = 2.0) -> None:
         self.store = store if store is not None else MemoryQualityStore(clock=clock, feedback_ttl_s=feedback_ttl_s)
         self.clock = clock
         self.decay = decay if decay is not None else Decay()
@@ -64,6 +72,9 @@ class QualityTracker:
         #: Store failures swallowed where a failure must not fail a request (register, refresh).
         self.store_errors = 0
         self._refresher: Periodic | None = None
+        #: How long `feedback` waits for the registration of an id this tracker is still writing.
+        self.register_wait_s = register_wait_s
+        self._registering: OrderedDict[str, asyncio.Event] = OrderedDict()
 
     async def record(self, deployment: str, route: str, score: float, task: str | None = None) -> QualityEstimate:
         """Count `score` for `deployment` on `route` (and `task`); the updated estimate of that key.
@@ -104,14 +115,24 @@ class QualityTracker:
                 return ev.estimate(self.decay, now - seen_at)
         return None
 
-    async def register(self, response_id: str, *, deployment: str, route: str, task: str | None,
-                       tenant: str) -> bool:
-        """Remember `response_id` for `feedback_ttl_s`; False (logged) if the store failed.
+    def register(self, response_id: str, *, deployment: str, route: str, task: str | None,
+                 tenant: str) -> Coroutine[Any, Any, bool]:
+        """The write that remembers `response_id` for `feedback_ttl_s`; it returns False (logged) if the store failed.
 
         Called when a response is returned; a store outage must not fail the
-        response, so it is swallowed (counted in `store_errors`).
+        response, so it is swallowed (counted in `store_errors`). The router
+        may run the write off the caller's path: this tracker knows the id from
+        the moment of this call, so a `feedback` for it that arrives here first
+        waits for the write (up to `register_wait_s`) instead of missing it.
         """
+        landed = asyncio.Event()
+        self._registering[response_id] = landed
+        while len(self._registering) > _MAX_REGISTERING:  # writes never run (their task was cancelled)
+            self._registering.popitem(last=False)
         target = FeedbackTarget(deployment=deployment, route=route, task=task, tenant=tenant)
+        return self._register(response_id, target, landed)
+
+    async def _register(self, response_id: str, target: FeedbackTarget, landed: asyncio.Event) -> bool:
         try:
             await self.store.put_target(validate_response_id(response_id), target, self.feedback_ttl_s)
         except Exception:
@@ -119,6 +140,10 @@ class QualityTracker:
             log.warning("quality store %s: response id not registered for feedback", self.store.name,
                         exc_info=True)
             return False
+        finally:
+            landed.set()
+            if self._registering.get(response_id) is landed:
+                del self._registering[response_id]
         return True
 
     async def feedback(self, response_id: str, score: float, task: str | None = None, *,
@@ -127,21 +152,24 @@ class QualityTracker:
 
         `task` overrides the task registered with the response. `tenant`, when
         given, must be the response's tenant (else it is reported as not found,
-        so one tenant cannot probe another's ids). Each response takes one score.
+        and stays unscored, so one tenant can neither probe nor use up another's
+        ids). Each response takes one score.
         Raises InvalidRequest (naming `score`, `task` or `response_id`),
         FeedbackNotFound, QualityStoreUnavailable.
         """
         value = validate_score(score)
         task = validate_task(task)
         response_id = validate_response_id(response_id)
+        landed = self._registering.get(response_id)
+        if landed is not None:  # answered a moment ago: its registration is still on its way to the store
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(landed.wait(), self.register_wait_s)
         try:
-            target = await self.store.take_target(response_id)
+            target = await self.store.take_target(response_id, tenant)
         except FeedbackNotFound:
             raise
         except Exception as exc:
             raise QualityStoreUnavailable(store=self.store.name, operation="feedback") from exc
-        if tenant is not None and tenant != target.tenant:
-            raise FeedbackNotFound(response_id=response_id, reason="unknown or expired")
         task = task if task is not None else target.task
         await self.record(target.deployment, target.route, value, task)
         return FeedbackTarget(deployment=target.deployment, route=target.route, task=task, tenant=target.tenant)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from router.replay.budgets import BudgetSim
 from router.replay.command import config_files_in, run_replay
 from router.replay.diff import (
+    CACHE,
     PolicyTotals,
     ReplayDiff,
     Replayed,
@@ -26,6 +27,7 @@ from router.replay.render import render_json, render_text
 from router.replay.workload import records_from_trace
 
 __all__ = [
+    "CACHE",
     "BudgetSim",
     "PolicyTotals",
     "ReplayDiff",

@@ -12,6 +12,11 @@ by `BudgetSim`; an SLO miss is predicted when the route has an `slo` and the
 serving deployment's logged latency (of this request when it served it,
 else its logged `slo.stat`, else its YAML prior) is over the budget.
 
+A request the log shows answered from the response cache is served by
+`CACHE` (at no cost, counting only against request rates) under a policy
+whose route for it reads the cache, and priced as a provider call under one
+whose route does not.
+
 >>> diff = replay(RecordReader(Path("decisions.jsonl")), new_snapshot, old_snapshot)  # doctest: +SKIP
 >>> diff.new.total_cost_usd, diff.lost  # doctest: +SKIP
 (12.41, 0)
@@ -36,6 +41,8 @@ from router.routing import choose_route, decide
 
 #: Logged errors that mean the request was refused by quota configuration before any call.
 _REFUSALS = frozenset({"quota_exceeded", "tenant_not_allowed"})
+#: What "served" a request answered from the response cache (no deployment can be named so).
+CACHE = "(cache)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,11 @@ def redecide(snapshot: Snapshot, record: DecisionRecord, health: SyntheticHealth
     if not fitting:
         return Replayed(source, plan.route, None, unroutable=f"no deployment fits {needed} tokens")
     chosen = next((d for d in fitting if not health.down(d.name)), fitting[0])
+    if record.outcome is not None and record.outcome.cached and decision.route.spec.cache.reads:
+        refused = budgets.admit(ctx.tenant, plan.route, chosen.name, time=record.time, tokens=0, cost_usd=0.0)
+        if refused is not None:
+            return Replayed(source, plan.route, None, rejected=refused)
+        return Replayed(source, plan.route, CACHE)
     input_tokens, output_tokens = _tokens(record)
     cost = snapshot.prices.cost(chosen, input_tokens, output_tokens)
     refused = budgets.admit(ctx.tenant, plan.route, chosen.name, time=record.time,
@@ -106,7 +118,7 @@ def as_logged(record: DecisionRecord) -> Replayed | None:
         return Replayed(source, route, None, rejected=out.limit or out.error)
     if out.error == "no_route":
         return Replayed(source, route, None, unroutable="no_route")
-    return Replayed(source, route, out.deployment, out.cost_usd)
+    return Replayed(source, route, CACHE if out.cached else out.deployment, out.cost_usd)
 
 
 class PolicyTotals(BaseModel):
