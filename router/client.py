@@ -250,6 +250,9 @@ class Router:
         settled; an invalid edit keeps what serves (`deferred=True` while files are still written)."""
         if self.templates is not None:
             await asyncio.to_thread(self.templates.reload)
+        elif (self.settings.policy_dir / "prompts").is_dir():  # created after the router started
+            self.templates = await asyncio.to_thread(TemplateSource, self.settings.policy_dir / "prompts")
+            self.templates.start_watching(self.settings.reload_interval_s)
         return await self.source.areload()
 
     @property
@@ -310,7 +313,9 @@ def _with_prompt(
     """The template's messages then the caller's; the template's defaults under the caller's params."""
     extra: list[Any] = [] if messages is None else (
         [{"role": "user", "content": messages}] if isinstance(messages, str) else list(messages))
-    return [*prompt.messages, *extra], {**prompt.params(), **params}
+    # route and model steer routing (chat() applies them), they are not provider parameters
+    defaults = {k: v for k, v in prompt.params().items() if k not in ("route", "model")}
+    return [*prompt.messages, *extra], {**defaults, **params}
 
 
 def _routing_tokens(request: ChatRequest, fit_history: bool) -> int:

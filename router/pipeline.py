@@ -29,7 +29,15 @@ from router.backend import DEFAULT_BACKEND, Backend, ChatResult, StreamPiece
 from router.cache import Computed, ResponseCache
 from router.context import RequestContext
 from router.decision_log import DecisionLog, record_for
-from router.errors import NoRouteAvailable, ProviderError, QuotaExceeded, RouterError, TenantNotAllowed
+from router.errors import (
+    AllAttemptsFailed,
+    DeadlineExceeded,
+    NoRouteAvailable,
+    ProviderError,
+    QuotaExceeded,
+    RouterError,
+    TenantNotAllowed,
+)
 from router.health import HealthTracker
 from router.loop_lag import LoopLag
 from router.models import (
@@ -133,6 +141,7 @@ class Pipeline:
         """One non-streamed chat completion: from the cache when the route's `cache:` allows,
         else through the attempt loop (identical requests in flight share one call).
         `prompt` is the template's (name, version), recorded on the request span."""
+        rc.check_mode(cache)
         ex = await self._open(ctx)
         if prompt is not None:
             ex.trace.prompt(*prompt)
@@ -153,8 +162,10 @@ class Pipeline:
         if not lookup.hit:
             return lookup.value
         await ex.served_from_cache()
+        # A fresh id: feedback on one caller's copy must not use up another's.
         return lookup.value.model_copy(update={
-            "cached": True, "cost_usd": 0.0, "attempts": (), "latency_ms": (self.clock() - started) * 1000})
+            "id": _new_id(), "cached": True, "cost_usd": 0.0, "attempts": (),
+            "latency_ms": (self.clock() - started) * 1000})
 
     async def _chat_once(
         self, ex: _Exchange, request: ChatRequest, params: dict[str, Any], messages_for: MessagesFor | None
@@ -201,6 +212,7 @@ class Pipeline:
 
         A stream the route's cache holds replays with the same chunks; a complete
         stream is stored once it ends (streams are not single-flighted)."""
+        rc.check_mode(cache)
         ex = await self._open(ctx)
         params = ex.params(request)
         plan = self._cache_plan(ex, cache, request, params)
@@ -217,17 +229,17 @@ class Pipeline:
             await ex.served_from_cache()
             for chunk in stored[:-1]:
                 yield chunk.model_copy(update={"cached": True})
-            yield stored[-1].model_copy(update={"cached": True, "cost_usd": 0.0, "attempts": (),
+            yield stored[-1].model_copy(update={"id": _new_id(), "cached": True, "cost_usd": 0.0, "attempts": (),
                                                 "latency_ms": (self.clock() - started) * 1000})
             return
         chunks: list[StreamChunk] = []
         async with contextlib.aclosing(self._stream_once(ex, request, params, messages_for)) as stream:
             async for chunk in stream:
                 chunks.append(chunk)
+                # Stored before the last chunk is handed over: a caller may stop reading at `done`.
+                if chunk.done and plan.write and (payload := rc.encode_stream(chunks)) is not None:
+                    await self.cache.put(key, payload, route=plan.route, ttl_s=plan.ttl_s)
                 yield chunk
-        payload = rc.encode_stream(chunks)
-        if plan.write and payload is not None:
-            await self.cache.put(key, payload, route=plan.route, ttl_s=plan.ttl_s)
 
     async def _stream_once(
         self, ex: _Exchange, request: ChatRequest, params: dict[str, Any], messages_for: MessagesFor | None
@@ -241,6 +253,7 @@ class Pipeline:
     async def embed(self, inputs: Sequence[str], ctx: RequestContext, *, cache: str = "default") -> EmbeddingResponse:
         """Embed `inputs`; one vector per input, in order. With the route's cache on, each
         text is looked up alone and only the texts not found are sent."""
+        rc.check_mode(cache)
         ex = await self._open(ctx)
         ex.inputs = len(inputs)
         plan = self._cache_plan(ex, cache, None, {})
@@ -481,6 +494,10 @@ async def _aclose(pieces: AsyncIterator[StreamPiece]) -> None:
 
 def _log_kind(exc: BaseException) -> str:
     """The error's kind as the decision log and replay name it."""
+    if isinstance(exc, AllAttemptsFailed):
+        return "all_failed"
+    if isinstance(exc, DeadlineExceeded):
+        return "deadline"
     if isinstance(exc, QuotaExceeded):
         return "quota_exceeded"
     if isinstance(exc, TenantNotAllowed):

@@ -41,11 +41,16 @@ class CachePlan:
     lock_ttl_s: float
 
 
+def check_mode(mode: str) -> None:
+    """Raise `InvalidRequest` naming `cache` for a mode other than the three."""
+    if mode not in CACHE_MODES:
+        raise InvalidRequest(f"must be one of {sorted(CACHE_MODES)}", field="cache")
+
+
 def plan_for(route: CompiledRoute, tenant: str, mode: str, *, deterministic: bool,
              n: int = 1) -> CachePlan | None:
     """The cache plan for a request on `route`, or None when the cache does not apply."""
-    if mode not in CACHE_MODES:
-        raise InvalidRequest(f"must be one of {sorted(CACHE_MODES)}", field="cache")
+    check_mode(mode)
     spec: CacheSpec = route.spec.cache
     if spec.mode == "off":
         return None

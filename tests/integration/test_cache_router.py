@@ -212,8 +212,6 @@ async def test_a_hit_counts_against_request_rates_but_not_token_or_dollar_budget
     assert usage.in_flight == 0
 
 
-@pytest.mark.xfail(strict=True, reason="Pipeline.chat reserves quota in _open() before _cache_plan/chat_key validate "
-                   "`cache` and the key, outside ex.guard: the InvalidRequest leaks the reservation")
 async def test_a_bad_cache_mode_is_refused_without_holding_quota(
     make_router: RouterFactory, fresh_sim: SimServer
 ) -> None:
@@ -227,8 +225,6 @@ async def test_a_bad_cache_mode_is_refused_without_holding_quota(
     assert usage.in_flight == 0 and usage.day.usd == 0 and usage.day.tokens == 0
 
 
-@pytest.mark.xfail(strict=True, reason="Pipeline.stream stores the chunks only after yielding the last one: a "
-                   "caller that stops at the done chunk closes the generator before the write")
 async def test_a_stream_read_up_to_its_done_chunk_is_cached(make_router: RouterFactory, fresh_sim: SimServer) -> None:
     router = await make_router(POLICY)
     messages = prompt("Stop at done")
@@ -239,8 +235,6 @@ async def test_a_stream_read_up_to_its_done_chunk_is_cached(make_router: RouterF
     assert fast_hits(fresh_sim) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="a cache hit returns the stored response's id, so two callers share one "
-                   "feedback slot: the first score uses up the other's")
 async def test_a_cache_hit_has_an_id_of_its_own(make_router: RouterFactory, fresh_sim: SimServer) -> None:
     router = await make_router(POLICY)
     messages = prompt("Whose answer?")

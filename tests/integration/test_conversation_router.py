@@ -142,8 +142,6 @@ async def test_spans_name_the_prompt_and_its_version(
     provider.shutdown()
 
 
-@pytest.mark.xfail(strict=True, reason="client._with_prompt passes the template's route/model defaults "
-                   "into the request params, which build_chat_request refuses as unknown parameters")
 async def test_a_template_default_route_and_model_steer_routing(
     make_router: RouterFactory, fresh_sim: SimServer, tmp_path: Path
 ) -> None:

@@ -123,7 +123,7 @@ async def test_fifty_requests_make_fifty_lines_without_text_and_replay(
         assert needle and needle not in text, f"{needle[:40]!r} reached the decision log"
 
     errors = Counter(r["outcome"].get("error") for r in records)
-    assert len(errors) == 5, errors  # the five failures of flaky-only share one kind (see the xfail below)
+    assert len(errors) == 5, errors  # the five failures of flaky-only share one kind
     assert errors[None] == 35 and errors["quota_exceeded"] == 5 and errors["tenant_not_allowed"] == 2
     assert errors["no_route"] == 3 and sorted(errors.values()) == [2, 3, 5, 5, 35]
     refused = [r for r in records if r["outcome"].get("error") == "quota_exceeded"]
@@ -162,8 +162,6 @@ async def test_fifty_requests_make_fifty_lines_without_text_and_replay(
     assert "replayed 50 requests" in diff and "moved" in diff and "lost 0" in diff
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline._log_kind logs the class name 'AllAttemptsFailed' where the "
-                   "decision log schema (OutcomeFacts.error) documents 'all_failed' ('deadline' likewise)")
 async def test_a_request_whose_attempts_all_failed_is_logged_as_all_failed(
     make_router: RouterFactory, fresh_sim: SimServer, tmp_path: Path
 ) -> None:
