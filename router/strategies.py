@@ -17,11 +17,14 @@ What a request costs, n being the route's size:
 | lowest_latency_p2c | O(1): two random draws |
 
 **Orders are sequences, sometimes lazy.** The attempt loop walks the order
-until one attempt succeeds, so only its head has to be right. On large
-routes the randomised strategies return a `HeadThenRest`: the few targets
-they chose, then every other target in a rotated declared order (any order
-would do; rotating spreads fallbacks). Nothing past the head is computed
-until someone reads it, and materialising it costs C-speed slicing only.
+until one attempt succeeds, so only its head has to be right. On routes of
+more than `EXACT_ROUTE` targets, every strategy but the static three returns
+a `HeadThenRest`: the few targets it chose (the randomised strategies' draws,
+the first `RANKED_HEAD` of a latency ranking), then every other target in a
+rotated declared order (any order would do; rotating spreads fallbacks).
+Nothing past the head is computed until someone reads it, and materialising
+it costs C-speed slicing only. Up to `EXACT_ROUTE` targets the whole order
+is exact.
 
 **Latency rankings learn incrementally.** `fastest` and `slo` keep every
 target's latency as last read, sorted; each request re-reads the targets at
@@ -65,6 +68,8 @@ EXACT_ROUTE = 16
 #: Latency rankings re-read the first `REFRESH_HEAD` targets and `REFRESH_SWEEP` more, in turn, per request.
 REFRESH_HEAD = 2
 REFRESH_SWEEP = 8
+#: On a route above `EXACT_ROUTE` targets, the first this many of a latency ranking lead the order.
+RANKED_HEAD = 8
 #: `least_busy` on a large route draws at most this many targets while looking for two idle ones.
 BUSY_DRAWS = 8
 
@@ -106,15 +111,21 @@ class HeadThenRest(Sequence[Deployment]):
         """The whole order as a tuple (built on first use, then kept)."""
         if self._all is None:
             pool, start, n = self._pool, self._start, len(self._pool)
-            rotated = pool[start:] + pool[:start] if start else pool
             parts: list[tuple[Deployment, ...]] = [self._head]
-            previous = 0
-            for gap in sorted((at - start) % n for at in self._head_at):
-                parts.append(rotated[previous:gap])
-                previous = gap + 1
-            parts.append(rotated[previous:])
+            previous = start  # walk pool[start:] then pool[:start], stepping over the head's positions
+            for at in sorted(self._head_at, key=lambda at: (at - start) % n):
+                parts += _wrapped(pool, previous, at)
+                previous = at + 1
+            parts += _wrapped(pool, previous, start) if self._head_at else (pool[start:], pool[:start])
             self._all = tuple(itertools.chain.from_iterable(parts))
         return self._all
+
+
+def _wrapped(pool: tuple[Deployment, ...], a: int, b: int) -> tuple[tuple[Deployment, ...], ...]:
+    """pool from position a up to b, wrapping past the end (a == b, or a == n and b == 0, is empty)."""
+    n = len(pool)
+    a %= n
+    return (pool[a:b],) if a <= b else (pool[a:], pool[:b])
 
 
 class Strategy:
@@ -230,7 +241,7 @@ class _LatencyRanking:
         for i, d in enumerate(candidates):
             self._place(i, d)
         self._cursor = 0
-        self._order: tuple[Deployment, ...] | None = None
+        self._order: Sequence[Deployment] | None = None
 
     def _key(self, i: int) -> tuple[_Ranked, tuple[float, int]]:
         latency = self.latency[i]
@@ -261,9 +272,14 @@ class _LatencyRanking:
                 self._place(i, d)
                 self._order = None
 
-    def order(self) -> tuple[Deployment, ...]:
+    def order(self) -> Sequence[Deployment]:
         if self._order is None:
-            self._order = (*self.fits.deps, *self.misses.deps)
+            if len(self.candidates) <= EXACT_ROUTE:
+                self._order = (*self.fits.deps, *self.misses.deps)
+            else:  # copying a 10,000-long ranking per change would cost more than the decision
+                head = (self.fits.keys[:RANKED_HEAD] + self.misses.keys[:RANKED_HEAD])[:RANKED_HEAD]
+                at = [i for _, i in head]
+                self._order = HeadThenRest(tuple(self.candidates[i] for i in at), at, self.candidates)
         return self._order
 
 

@@ -19,6 +19,7 @@ from router.schema import Deployment, Price, Route, Slo
 from router.strategies import (
     BUSY_DRAWS,
     EXACT_ROUTE,
+    RANKED_HEAD,
     REFRESH_HEAD,
     REFRESH_SWEEP,
     STRATEGIES,
@@ -103,6 +104,19 @@ def test_head_then_rest_puts_the_head_first_then_the_rotated_rest() -> None:
     assert names(HeadThenRest((pool[0],), (0,), pool)) == ["d0", "d1", "d2", "d3", "d4", "d5"]
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_head_then_rest_is_the_head_then_the_rotated_pool_without_it(seed: int) -> None:
+    rng = random.Random(seed)
+    pool = tuple(deployments(rng.randint(1, 12)))
+    head_at = rng.sample(range(len(pool)), rng.randint(1, len(pool)))
+    start = rng.randrange(len(pool))
+    order = HeadThenRest(tuple(pool[i] for i in head_at), head_at, pool, start)
+    rotated = [pool[(start + k) % len(pool)] for k in range(len(pool))]
+    expected = [pool[i] for i in head_at] + [d for d in rotated if d.name not in {pool[i].name for i in head_at}]
+    assert names(order) == names(expected)
+    assert [order[k].name for k in range(len(pool))] == names(expected)
+
+
 def test_least_busy_on_a_large_route_leads_with_an_idle_target_spread_evenly() -> None:
     deps = deployments()
     s = strategy_for("least_busy", deps)
@@ -172,7 +186,9 @@ def test_fastest_on_a_large_route_drops_a_head_that_slows_down_at_the_next_reque
     measure(health, "d0", 5.0, times=3)  # the head is re-read on every request
     assert s.order(CTX, health, rng)[0].name == "d1"
     order = names(s.order(CTX, health, rng))
-    assert order[-1] == "d0"
+    assert "d0" not in order[:RANKED_HEAD]
+    assert order[:RANKED_HEAD] == [f"d{i}" for i in range(1, RANKED_HEAD + 1)]  # the ranking leads ...
+    assert order[RANKED_HEAD:] == ["d0", *(f"d{i}" for i in range(RANKED_HEAD + 1, N))]  # ... the rest as declared
 
 
 def test_fastest_on_a_small_route_is_exact_on_every_request() -> None:
@@ -208,4 +224,4 @@ def test_slo_on_a_large_route_keeps_cheapest_that_fits_first_as_latencies_move()
     for _ in range(-(-N // REFRESH_SWEEP)):
         order = names(s.order(CTX, health, rng))
     assert order[:2] == ["d7", "d1"]
-    assert order[-1] == "d0"  # the slowest of those that do not fit
+    assert "d0" not in order[:RANKED_HEAD]  # it is the slowest of those that do not fit
