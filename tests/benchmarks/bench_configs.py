@@ -56,6 +56,8 @@ class Config:
     what: str
     default: bool = True
     needs: frozenset[str] = field(default_factory=frozenset)  # "redis"
+    #: Callgrind blocks are this many times longer: a cheap request needs more of them for a steady count.
+    block_scale: int = 1
 
 
 def write_yaml(folder: Path, sim_url: str) -> None:
@@ -191,5 +193,6 @@ CONFIGS: dict[str, Config] = {c.name: c for c in (
     Config("ours + tracing", "ours", ours_tracing,
            "plus an SDK `TracerProvider` (batch processor, discarding exporter) and `MeterProvider`"),
     Config("ours, LiteLLM stubbed", "ours-only", ours_stubbed,
-           "ours with `litellm.acompletion` returning a canned response: the router's own work only"),
+           "ours with `litellm.acompletion` returning a canned response: the router's own work only",
+           block_scale=10),
 )}
