@@ -179,7 +179,7 @@ def fmt(us: float | None) -> str:
 
 
 def report(sizes: list[int], mine: dict[tuple[str, str, int], float], lite: dict[tuple[str, int], float],
-           seconds: float) -> str:
+           about: list[str], seconds: float) -> str:
     head = ["strategy", *(f"{n:,}" for n in sizes)]
     right = range(1, len(sizes) + 1)
     order_rows = [[s, *(fmt(mine.get(("order", s, n))) for n in sizes)] for s in (*OURS, "fastest, churn")]
@@ -199,7 +199,7 @@ def report(sizes: list[int], mine: dict[tuple[str, str, int], float], lite: dict
                      f"< {limit:.0f} µs: {us:.1f} µs")
     return "\n\n".join([
         "## Routing decision, by route size",
-        "\n".join(machine_lines()),
+        "\n".join(about),
         f"`python tests/benchmarks/bench_decisions.py` ({seconds:.0f} s). µs per decision, best of 5 repeats; "
         "every deployment has latency samples, one in ten is busy.",
         "### Our strategies: `strategy.order(ctx, health, rng)`",
@@ -220,9 +220,10 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [10, 100, 1000, 10_000]
     started = time.perf_counter()
+    about = machine_lines()
     mine = ours(sizes, budget_s=0.05 if args.quick else 0.25)
     lite = theirs(sizes[:3] if args.quick else sizes, budget_s=0.2 if args.quick else 1.0)
-    text = report(sizes, mine, lite, time.perf_counter() - started)
+    text = report(sizes, mine, lite, about, time.perf_counter() - started)
     print("\n" + text)
     if not args.no_write:
         write_section("decisions", text)

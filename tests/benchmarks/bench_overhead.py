@@ -204,15 +204,16 @@ def redis_up() -> bool:
 
 
 def ratio(value: float, reference: float | None) -> str:
-    return f"{value / reference:.2f}x" if reference else "-"
+    if not reference:
+        return "-"
+    share = value / reference
+    return f"{share:.2f}x" if share >= 0.1 else f"{share:.3f}x"
 
 
 def report(configs: list[Config], counted: dict[str, Counted], timed: dict[tuple[str, int], Timed],
-           args: argparse.Namespace, last: dict[str, float], seconds: float) -> str:
+           args: argparse.Namespace, last: dict[str, float], about: list[str], seconds: float) -> str:
     bare = next((c.name for c in configs if c.group == "bare"), None)
     theirs = next((c.name for c in configs if c.group == "litellm.Router"), None)
-    about = [*machine_lines("openai", "httpx", "opentelemetry-sdk", "redis"),
-             f"- {valgrind_version() or 'no valgrind'}"]
     parts = ["## Overhead per request", "\n".join(about),
              f"`python tests/benchmarks/bench_overhead.py{' --quick' if args.quick else ''}` ({seconds / 60:.1f} "
              "min). One simulator process (zero latency) serves every configuration; each configuration runs "
@@ -302,6 +303,8 @@ def main() -> None:
         args.no_callgrind = True
 
     started = time.perf_counter()
+    about = [*machine_lines("openai", "httpx", "opentelemetry-sdk", "redis"),
+             f"- {valgrind_version() or 'no valgrind'}" if not args.no_callgrind else "- no instruction counts"]
     redis_url = f"redis://127.0.0.1:6379/0?prefix=bench-{uuid.uuid4().hex[:8]}:"
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as name:
         folder = Path(name)
@@ -319,7 +322,7 @@ def main() -> None:
                 timed = time_all(configs, sim.url, folder, redis_url, args)
         finally:
             sim.stop()
-    text = report(configs, counted, timed, args, published_counts(), time.perf_counter() - started)
+    text = report(configs, counted, timed, args, published_counts(), about, time.perf_counter() - started)
     print("\n" + text)
     if counted:
         bad = [n for n, k in counted.items() if k.disagreement > BLOCK_AGREEMENT]
