@@ -1,6 +1,6 @@
 """How a routing decision scales: 10 to 10,000 deployments, every strategy, against litellm.Router.
 
-    python tests/benchmarks/bench_decisions.py            # ~3 minutes
+    python tests/benchmarks/bench_decisions.py            # ~4 minutes
     python tests/benchmarks/bench_decisions.py --quick    # ~30 seconds, litellm.Router up to 1,000 only
 
 For each route size, a snapshot holds one route per strategy over the same

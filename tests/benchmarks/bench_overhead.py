@@ -1,6 +1,6 @@
 """What the router costs the client, against bare LiteLLM and litellm.Router: instructions, CPU, throughput.
 
-    python tests/benchmarks/bench_overhead.py               # ~6 minutes on 2 cores
+    python tests/benchmarks/bench_overhead.py               # ~5 minutes on 2 cores
     python tests/benchmarks/bench_overhead.py --quick       # ~2 minutes, a smoke test
     python tests/benchmarks/bench_overhead.py --configs ours,litellm.acompletion --no-write
 
