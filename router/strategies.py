@@ -11,7 +11,7 @@ What a request costs, n being the route's size:
 | strategy | per request |
 |---|---|
 | fallback, cheapest, best_quality | O(1): the order is a tuple built at compile time |
-| weighted | O(log n) draw; the rest is the compile-time order |
+| weighted | O(log n) draw, then the compile-time order (a `HeadThenRest`) |
 | fastest, slo | `REFRESH_HEAD + REFRESH_SWEEP` latency reads; those that moved change place in a kept ranking |
 | least_busy | a sort up to `EXACT_ROUTE` targets; above, random draws until two are idle (`BUSY_DRAWS` at most) |
 | lowest_latency_p2c | O(1): two random draws |
@@ -19,7 +19,7 @@ What a request costs, n being the route's size:
 **Orders are sequences, sometimes lazy.** The attempt loop walks the order
 until one attempt succeeds, so only its head has to be right. On routes of
 more than `EXACT_ROUTE` targets, every strategy but the static three returns
-a `HeadThenRest`: the few targets it chose (the randomised strategies' draws,
+a `HeadThenRest` (`weighted` at any size): the few targets it chose (the randomised strategies' draws,
 the first `RANKED_HEAD` of a latency ranking), then every other target in a
 rotated declared order (any order would do; rotating spreads fallbacks).
 Nothing past the head is computed until someone reads it, and materialising
@@ -239,7 +239,8 @@ class _LatencyRanking:
         self.latency = [d.latency_prior_ms for d in candidates]
         self.fits, self.misses = _Ranked(), _Ranked()
         for i, d in enumerate(candidates):
-            self._place(i, d)
+            ranked, key = self._key(i)
+            ranked.add(key, d)
         self._cursor = 0
         self._order: Sequence[Deployment] | None = None
 
@@ -248,10 +249,6 @@ class _LatencyRanking:
         if self.budget is not None and latency <= self.budget:
             return self.fits, (float(self.price_rank[i]), i)
         return self.misses, (latency, i)
-
-    def _place(self, i: int, d: Deployment) -> None:
-        ranked, key = self._key(i)
-        ranked.add(key, d)
 
     def refresh(self, read: Callable[[Deployment], float]) -> None:
         n = len(self.candidates)
@@ -269,7 +266,8 @@ class _LatencyRanking:
                 ranked, key = self._key(i)
                 ranked.remove(key)
                 self.latency[i] = latency
-                self._place(i, d)
+                ranked, key = self._key(i)
+                ranked.add(key, d)
                 self._order = None
 
     def order(self) -> Sequence[Deployment]:
