@@ -1,107 +1,98 @@
-"""What the router costs the client: CPU and throughput against LiteLLM, import time, decision time.
+"""What the router costs the client, against bare LiteLLM and litellm.Router: instructions, CPU, throughput.
 
-The simulator runs in a separate process with zero-latency models, so the CPU
-time of this process (`time.process_time`, all its threads) is the client's
-alone. Every configuration makes the same LiteLLM call to the same two
-simulated models; each is warmed up, then timed at concurrency 1 and 50.
+    python tests/benchmarks/bench_overhead.py               # ~5 minutes on 2 cores
+    python tests/benchmarks/bench_overhead.py --quick       # ~2 minutes, a smoke test
+    python tests/benchmarks/bench_overhead.py --configs ours,litellm.acompletion --no-write
 
-    python tests/benchmarks/bench_overhead.py               # ~3 minutes
-    python tests/benchmarks/bench_overhead.py --quick       # ~40 seconds
-    python tests/benchmarks/bench_overhead.py --only ours --profile "ours + tracing"   # cProfile it
+One simulator process (`python -m router.sim`, zero-latency models) serves
+every configuration; each configuration (bench_configs.CONFIGS) runs in
+its own worker process (bench_worker.py), so no configuration inherits
+another's imports, caches or heap.
 
+1. **Instructions per request** (the primary figure): each worker runs under
+   `valgrind --tool=callgrind --instr-atstart=no`, warms up uninstrumented,
+   then counts two blocks of requests at concurrency 1 between callgrind
+   client requests. The blocks must agree within 1%. Instruction counts do
+   not depend on how busy the machine is.
+2. **CPU time and throughput** (secondary): native workers, all started
+   and warmed up, are timed in interleaved rounds at concurrency 1 and 50,
+   so background load hits them alike; min, median and max of the rounds.
+
+The tables go to the "overhead" section of RESULTS.md (README's
+Performance section is regenerated from it) and are printed.
 Not collected by pytest (pyproject ignores tests/benchmarks). See README.md here.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import cProfile
-import datetime
-import gc
-import importlib.metadata
-import logging
+import json
 import os
-import platform
-import pstats
-import random
 import re
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import timeit
 import uuid
-from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network fetch at import
-for _var in [v for v in os.environ if v.startswith(("OTEL_", "ROUTER_"))]:
-    del os.environ[_var]  # the ambient environment must not switch exporters or stores on
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-KEY_ENV, KEY = "BENCH_SIM_KEY", "sk-bench-0123456789abcdef"
-MODELS = ("bench-a", "bench-b")
-MESSAGES = [{"role": "user", "content": "Say something short."}]
-#: USD per token, declared for the simulated models as ops would; the router then passes them
-#: to LiteLLM, which spares LiteLLM its cost-map misses. The "+ prices" rows pass the same.
-PRICE = (1e-7, 3e-7)
-PRICE_ARGS = {"input_cost_per_token": PRICE[0], "output_cost_per_token": PRICE[1]}
-Call = Callable[[], Awaitable[Any]]
+from bench_configs import CONFIGS, MODELS, Config, write_yaml  # noqa: E402
+from results import RESULTS, machine_lines, table, valgrind_version, write_section  # noqa: E402
+
+WORKER = HERE / "bench_worker.py"
+BLOCK_AGREEMENT = 0.01
+#: Same interpreter state in every worker: no hash randomisation to move dict layouts between runs.
+WORKER_ENV = {**os.environ, "PYTHONHASHSEED": "0", "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 
 
 @dataclass
-class Result:
-    config: str
-    group: str  # "a" bare litellm, "a+" with prices, "b" litellm.Router, "ours", "ours+" tracing/quota
-    concurrency: int
+class Counted:
+    """Instructions of the two callgrind blocks of one configuration."""
+
+    blocks: list[int]
     requests: int
-    wall_s: float
-    cpu_s: float
     errors: int
 
     @property
-    def rps(self) -> float:
-        return self.requests / self.wall_s
+    def per_request(self) -> float:
+        return statistics.fmean(self.blocks) / self.requests
 
     @property
-    def cpu_us(self) -> float:
-        return self.cpu_s / self.requests * 1e6
+    def disagreement(self) -> float:
+        return abs(self.blocks[0] - self.blocks[1]) / statistics.fmean(self.blocks)
 
 
-# -- environment -------------------------------------------------------------------------------
+@dataclass
+class Timed:
+    """Interleaved rounds of one configuration at one concurrency."""
+
+    cpu_us: list[float] = field(default_factory=list)
+    rps: list[float] = field(default_factory=list)
+    errors: int = 0
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}; "
-            f"litellm {importlib.metadata.version('litellm')}; {datetime.datetime.now().isoformat(' ', 'seconds')}")
-
-
-class SimProcess:
+class Simulator:
     """`python -m router.sim` with zero-latency models, in its own process."""
 
-    def __init__(self, tmp: Path) -> None:
-        models = tmp / "sim-models.yaml"
+    def __init__(self, folder: Path) -> None:
+        models = folder / "sim-models.yaml"
         models.write_text("".join(f"- {{name: {m}, ttft_ms: [0, 0], output_tokens: 8}}\n" for m in MODELS))
         self.proc = subprocess.Popen([sys.executable, "-m", "router.sim", "--port", "0", "--models", str(models)],
-                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
+                                     stdout=subprocess.PIPE, text=True, cwd=ROOT, env=WORKER_ENV)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         match = re.search(r"(http://\S+/v1)", line)
         if match is None:
-            self.proc.kill()
+            self.stop()
             raise RuntimeError(f"simulator did not start: {line!r}")
         self.url = match.group(1)
 
@@ -110,209 +101,97 @@ class SimProcess:
         self.proc.wait(timeout=10)
 
 
-def write_config(tmp: Path, url: str) -> Path:
-    config, policies = tmp / "config", tmp / "policies"
-    config.mkdir()
-    policies.mkdir()
-    (config / "deployments.yaml").write_text("deployments:\n" + "".join(
-        f"  - {{name: {m}, model: openai/{m}, api_base: '{url}', api_key_env: {KEY_ENV}, timeout_s: 10, "
-        f"price: {{input_per_mtok: {PRICE[0] * 1e6:g}, output_per_mtok: {PRICE[1] * 1e6:g}}}}}\n" for m in MODELS))
-    (policies / "bench.yaml").write_text(
-        "default_route: fallback\nroutes:\n"
-        f"  fallback: {{strategy: fallback, targets: [{', '.join(MODELS)}]}}\n"
-        f"  weighted: {{strategy: weighted, targets: [{', '.join(MODELS)}], "
-        f"weights: {{{MODELS[0]}: 1, {MODELS[1]}: 1}}}}\n"
-        f"  fastest: {{strategy: fastest, targets: [{', '.join(MODELS)}]}}\n")
-    (config / "tenants.yaml").write_text(
-        "tenants:\n  default: {requests_per_minute: 10000000, tokens_per_minute: 1000000000, usd_per_day: 1000000}\n"
-        "  bench: {requests_per_minute: 10000000, tokens_per_minute: 1000000000, usd_per_day: 1000000}\n")
-    return tmp
+def worker_args(config: Config, sim_url: str, folder: Path, redis_url: str, warmup: int) -> list[str]:
+    return [sys.executable, str(WORKER), "--config", config.name, "--sim", sim_url, "--folder", str(folder),
+            "--redis", redis_url, "--warmup", str(warmup)]
 
 
-# -- the configurations -------------------------------------------------------------------------
+def count_one(config: Config, base: list[str], folder: Path, block: int) -> Counted:
+    """Run one worker under callgrind; read the two dumps its client requests wrote."""
+    out = folder / f"callgrind-{re.sub(r'[^a-z0-9]+', '-', config.name.lower())}"
+    out.mkdir()
+    command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/cg.out",
+               *base, "--callgrind-block", str(block)]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=WORKER_ENV, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"{config.name}: callgrind worker failed:\n{done.stderr[-3000:]}")
+    reply = json.loads(done.stdout.strip().splitlines()[-1])
+    totals = {}
+    for dump in out.glob("cg.out.*"):
+        text = dump.read_text(errors="replace")
+        label = re.search(r"^desc: Trigger: Client Request: .* (block\d)$", text, re.M)
+        total = re.search(r"^totals: (\d+)", text, re.M)
+        if label and total:
+            totals[label.group(1)] = int(total.group(1))
+    return Counted([totals["block1"], totals["block2"]], block, sum(b["errors"] for b in reply["blocks"]))
 
 
-async def bare_litellm(url: str, **extra: Any) -> Call:
-    from router.backend import litellm_module
+def count_all(configs: list[Config], sim_url: str, folder: Path, redis_url: str, args: argparse.Namespace
+              ) -> dict[str, Counted]:
+    compile_first = subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(HERE)!r}); "
+                                    f"import bench_worker; bench_worker.compile_markers(__import__('pathlib')"
+                                    f".Path({str(folder)!r}))"], check=True, cwd=ROOT)
+    assert compile_first.returncode == 0  # once, before the parallel workers would race to build it
 
-    litellm = litellm_module()  # the same module switches the router sets
-    logging.getLogger("LiteLLM").setLevel(logging.ERROR)  # not "custom pricing ... not in cost map" per model
+    def one(config: Config) -> tuple[str, Counted]:
+        t0 = time.perf_counter()
+        base = worker_args(config, sim_url, folder, redis_url, args.warmup)
+        counted = count_one(config, base, folder, args.block * config.block_scale)
+        print(f"  {config.name:<30} {counted.per_request / 1e6:8.2f} M instructions/request "
+              f"(blocks differ by {counted.disagreement:.2%}; {time.perf_counter() - t0:.0f} s)", flush=True)
+        return config.name, counted
 
-    async def call() -> Any:
-        return await litellm.acompletion(model=f"openai/{MODELS[0]}", messages=MESSAGES, api_base=url, api_key=KEY,
-                                         num_retries=0, max_retries=0, timeout=10, **extra)
-    return call
-
-
-async def litellm_router(url: str, prices: bool = False, **options: Any) -> Call:
-    from router.backend import litellm_module
-
-    litellm = litellm_module()
-    model_list = [{"model_name": "bench", "litellm_params": {
-        "model": f"openai/{m}", "api_base": url, "api_key": KEY, **(PRICE_ARGS if prices else {})}} for m in MODELS]
-    router = litellm.Router(model_list=model_list, **options)
-
-    async def call() -> Any:
-        return await router.acompletion(model="bench", messages=MESSAGES, timeout=10)
-    return call
+    with ThreadPoolExecutor(args.jobs) as pool:
+        return dict(pool.map(one, configs))
 
 
-async def ours(stack: AsyncExitStack, tmp: Path, route: str, *, quota_url: str | None = None,
-               tracing: bool = False) -> Call:
-    from router import RouterSettings, create_default_router
-
-    kwargs: dict[str, Any] = {}
-    if tracing:
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-
-        class Discard(SpanExporter):
-            def export(self, spans: Any) -> SpanExportResult:
-                return SpanExportResult.SUCCESS
-
-        tp = TracerProvider()
-        tp.add_span_processor(BatchSpanProcessor(Discard(), max_queue_size=1 << 17))  # never drop
-        mp = MeterProvider(metric_readers=[InMemoryMetricReader()])
-        stack.callback(tp.shutdown)
-        stack.callback(mp.shutdown)
-        kwargs = {"tracer_provider": tp, "meter_provider": mp}
-    settings = RouterSettings(config_dir=tmp / "config", policy_dir=tmp / "policies", reload_interval_s=0,
-                              tenants_file="tenants.yaml" if quota_url else "no-tenants.yaml",
-                              quota_store_url=quota_url or "memory://", seed=1)
-    router = await create_default_router(settings, **kwargs)
-    stack.push_async_callback(router.aclose)
-    tenant = "bench" if quota_url else None
-
-    async def call() -> Any:
-        return await router.chat(MESSAGES, route=route, tenant=tenant)
-    return call
-
-
-def settle_heap() -> None:
-    """Collect once and freeze what survives (LiteLLM's large heap), so that later
-    collections scan only what the configs allocate, alike for all of them."""
-    gc.collect()
-    gc.freeze()
-
-
-async def measure(call: Call, requests: int, concurrency: int) -> tuple[float, float, int]:
-    remaining, errors = requests, 0
-
-    async def worker() -> None:
-        nonlocal remaining, errors
-        while remaining > 0:
-            remaining -= 1
+def time_all(configs: list[Config], sim_url: str, folder: Path, redis_url: str, args: argparse.Namespace
+             ) -> dict[tuple[str, int], Timed]:
+    """Native workers, all warmed up, then interleaved rounds: each round runs every config in turn."""
+    workers = {c.name: subprocess.Popen(worker_args(c, sim_url, folder, redis_url, args.warmup), cwd=ROOT,
+                                        env=WORKER_ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for c in configs}
+    results: dict[tuple[str, int], Timed] = {}
+    try:
+        for name, proc in workers.items():
+            assert proc.stdout is not None
+            ready = proc.stdout.readline()
+            if '"ready"' not in ready:
+                raise RuntimeError(f"{name}: worker did not start: {ready!r}")
+        plan = [(1, args.requests // 5), (50, args.requests)]
+        for r in range(args.rounds):
+            for concurrency, requests in plan:
+                for name, proc in workers.items():
+                    assert proc.stdin is not None and proc.stdout is not None
+                    proc.stdin.write(json.dumps({"concurrency": concurrency, "requests": requests}) + "\n")
+                    proc.stdin.flush()
+                    reply = json.loads(proc.stdout.readline())
+                    timed = results.setdefault((name, concurrency), Timed())
+                    timed.cpu_us.append(reply["cpu_s"] / requests * 1e6)
+                    timed.rps.append(requests / reply["wall_s"])
+                    timed.errors += reply["errors"]
+            print(f"  round {r + 1}/{args.rounds} done", flush=True)
+    finally:
+        for proc in workers.values():
+            if proc.stdin is not None:
+                proc.stdin.close()
+        for proc in workers.values():
             try:
-                await call()
-            except Exception:
-                errors += 1
-
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - wall0, time.process_time() - cpu0, errors
-
-
-async def run_configs(tmp: Path, url: str, args: argparse.Namespace) -> list[Result]:
-    """Build every config, warm each up, then time them in interleaved rounds (best round kept).
-
-    Interleaving spreads any background load over all configs alike; the
-    best of the rounds is the cost with the least interference.
-    """
-    os.environ[KEY_ENV] = KEY
-    redis_url = f"redis://127.0.0.1:6379/0?prefix=bench-{uuid.uuid4().hex[:8]}:"
-    configs: list[tuple[str, str, Callable[[AsyncExitStack], Awaitable[Call]]]] = [
-        ("litellm.acompletion", "a", lambda s: bare_litellm(url)),
-        ("litellm.acompletion + prices", "a+", lambda s: bare_litellm(url, **PRICE_ARGS)),
-        ("litellm.Router default", "b", lambda s: litellm_router(url)),
-        ("litellm.Router tuned", "b", lambda s: litellm_router(
-            url, prices=True, routing_strategy="simple-shuffle", num_retries=0, disable_cooldowns=True)),
-        *_our_configs(tmp, redis_url),
-    ]
-    if not _redis_up():
-        configs.pop()
-        print("(redis://127.0.0.1:6379 is not answering: the Redis quota row is skipped)")
-    configs = [c for c in configs if not args.only or args.only in c[0]]
-    results = []
-    async with AsyncExitStack() as stack:
-        calls = [(name, group, await make(stack)) for name, group, make in configs]
-        settle_heap()
-        for concurrency, requests in ((1, args.requests // 3), (50, args.requests)):
-            per_round = max(20, requests // args.rounds)
-            best: dict[str, Result] = {}
-            for _name, _, call in calls:
-                await measure(call, max(50, per_round), concurrency)  # warm-up: imports, pools, caches
-            for _ in range(args.rounds):
-                for name, group, call in calls:
-                    wall, cpu, errors = await measure(call, per_round, concurrency)
-                    r = Result(name, group, concurrency, per_round, wall, cpu, errors)
-                    if name not in best or r.cpu_us < best[name].cpu_us:
-                        best[name] = r
-            for name, _, _ in calls:
-                r = best[name]
-                results.append(r)
-                print(f"  {name:<24} c={concurrency:<3} {r.rps:8.0f} req/s {r.cpu_us:8.0f} µs CPU/req"
-                      + (f"  {r.errors} errors" if r.errors else ""), flush=True)
-            if args.profile:
-                for name, _, call in calls:
-                    if args.profile in name:
-                        prof = cProfile.Profile()
-                        prof.enable()
-                        await measure(call, requests, concurrency)
-                        prof.disable()
-                        _print_profile(prof, f"{name} c={concurrency}", requests)
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     return results
 
 
-def _our_configs(tmp: Path, redis_url: str) -> list[tuple[str, str, Callable[[AsyncExitStack], Awaitable[Call]]]]:
-    return [
-        ("ours fallback", "ours", lambda s: ours(s, tmp, "fallback")),
-        ("ours weighted", "ours", lambda s: ours(s, tmp, "weighted")),
-        ("ours fastest", "ours", lambda s: ours(s, tmp, "fastest")),
-        ("ours + tracing", "ours+", lambda s: ours(s, tmp, "fallback", tracing=True)),
-        ("ours + quota memory", "ours+", lambda s: ours(s, tmp, "fallback", quota_url="memory://")),
-        ("ours + quota redis", "ours+", lambda s: ours(s, tmp, "fallback", quota_url=redis_url)),
-    ]
+def published_counts() -> dict[str, float]:
+    """Instructions per request as RESULTS.md holds them now (to show how far this run is from them)."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    section = re.search(r"<!-- begin overhead -->(.*?)<!-- end overhead -->", text, re.S)
+    rows = re.findall(r"^\| ([^|]+?) \| ([\d.]+) M \|", section.group(1) if section else "", re.M)
+    return {name: float(millions) * 1e6 for name, millions in rows}
 
 
-async def our_code_alone(tmp: Path, requests: int) -> dict[tuple[str, int], float]:
-    """CPU µs per request of the router's own code: LiteLLM's `acompletion` replaced by a stub.
-
-    The stub returns a canned response at once, so what is left is rules,
-    strategy, attempt loop, health, quota, tracing and the backend's mapping
-    (token counting included). No HTTP, so it runs thousands of calls a second.
-    """
-    from types import SimpleNamespace
-
-    from router.backend import litellm_module
-
-    litellm = litellm_module()
-    canned = SimpleNamespace(model=MODELS[0], usage=SimpleNamespace(prompt_tokens=10, completion_tokens=8),
-                             choices=[SimpleNamespace(message=SimpleNamespace(content="ok"), finish_reason="stop")])
-
-    async def stub(**kwargs: Any) -> Any:
-        return canned
-
-    redis_url = f"redis://127.0.0.1:6379/0?prefix=bench-{uuid.uuid4().hex[:8]}:"
-    configs = [c for c in _our_configs(tmp, redis_url) if _redis_up() or "redis" not in c[0]]
-    out: dict[tuple[str, int], float] = {}
-    real, litellm.acompletion = litellm.acompletion, stub
-    try:
-        async with AsyncExitStack() as stack:
-            calls = [(name, await make(stack)) for name, _, make in configs]
-            settle_heap()
-            for concurrency in (1, 50):
-                for name, call in calls:
-                    await measure(call, requests // 5, concurrency)
-                    runs = [await measure(call, requests, concurrency) for _ in range(2)]
-                    out[(name, concurrency)] = min(cpu for _, cpu, _ in runs) / requests * 1e6
-    finally:
-        litellm.acompletion = real
-    return out
-
-
-def _redis_up() -> bool:
+def redis_up() -> bool:
     try:
         done = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "ping"], capture_output=True,
                               text=True, timeout=5)
@@ -321,197 +200,137 @@ def _redis_up() -> bool:
     return "PONG" in done.stdout
 
 
-def _print_profile(prof: cProfile.Profile, name: str, requests: int) -> None:
-    print(f"\n  cProfile of {name!r}, {requests} requests (tottime per request, top 25; router frames marked *):")
-    stats = pstats.Stats(prof)
-    rows = sorted(stats.stats.items(), key=lambda kv: -kv[1][2])[:25]  # type: ignore[attr-defined]
-    for (file, line, func), (_cc, calls, tottime, cumtime, _callers) in rows:
-        mark = "*" if "/router/" in file and "site-packages" not in file else " "
-        where = f"{Path(file).parent.name}/{Path(file).name}:{line}:{func}"
-        print(f"   {mark} {tottime / requests * 1e6:7.1f} µs self {cumtime / requests * 1e6:8.1f} µs cum "
-              f"{calls / requests:6.1f} calls  {where}")
-    print()
+# -- report -----------------------------------------------------------------------------------
 
 
-# -- import time and decision time --------------------------------------------------------------
+def ratio(value: float, reference: float | None) -> str:
+    if not reference:
+        return "-"
+    share = value / reference
+    return f"{share:.2f}x" if share >= 0.1 else f"{share:.3f}x"
 
 
-def import_times(repeat: int) -> dict[str, float]:
-    """Seconds: wall time of fresh interpreters (best of `repeat`), and `-X importtime` cumulatives.
-
-    "router after litellm" is the cumulative import time of the `router`
-    package in `import litellm; import router`: what router adds to a process
-    that has LiteLLM already (it shares pydantic, httpx, opentelemetry, ...).
-    """
-    out: dict[str, float] = {}
-    commands = [("python", "pass"), ("import router", "import router")]
-    if repeat > 1:
-        commands += [("import litellm", "import litellm"), ("import litellm, router", "import litellm, router")]
-    for label, code in commands:
-        runs = []
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
-            runs.append(time.perf_counter() - t0)
-        out[label] = min(runs)
-    done = subprocess.run([sys.executable, "-X", "importtime", "-c", "import litellm; import router"],
-                          check=True, cwd=ROOT, capture_output=True, text=True)
-    for line in done.stderr.splitlines():  # "import time: self [us] | cumulative | imported package"
-        parts = line.split("|")
-        if len(parts) == 3 and parts[2].strip() in ("litellm", "router") and parts[2].startswith(" ") \
-                and not parts[2].startswith("  "):
-            name = "litellm (importtime)" if parts[2].strip() == "litellm" else "router after litellm (importtime)"
-            out[name] = int(parts[1]) / 1e6
-    return out
-
-
-def decision_times(sizes: tuple[int, ...]) -> dict[tuple[str, int], float]:
-    """µs per `Router.decide(ctx)`; "fastest, warm" once every deployment has latency samples."""
-    from router import Router
-    from router.context import RequestContext
-    from router.health import AttemptResult
-    from router.policy.reload import PolicySource
-    from router.policy.snapshot import compile_snapshot
-    from router.schema import Deployment, PolicyFile, Price, Route
-
-    rng = random.Random(3)
-    out = {}
-
-    def timed(router: Any, ctx: Any) -> float:
-        timer = timeit.Timer(lambda: router.decide(ctx))
-        number = max(10, int(0.05 / max(timer.timeit(10) / 10, 1e-7)))  # ~50 ms a repeat
-        return min(timer.repeat(3, number)) / number * 1e6
-
-    for n in sizes:
-        deps = [Deployment(name=f"d{i}", model=f"openai/m{i}", price=Price(input_per_mtok=rng.uniform(0.1, 10)),
-                           quality=rng.random(), latency_prior_ms=rng.uniform(100, 2000), context_window=32000)
-                for i in range(n)]
-        names = tuple(d.name for d in deps)
-        routes = {s: Route(strategy=s, targets=names, weights={x: 1.0 + i % 3 for i, x in enumerate(names)}
-                           if s == "weighted" else None) for s in ("fallback", "cheapest", "weighted", "fastest")}
-        snap = compile_snapshot(deps, "bench", [("bench", PolicyFile(routes=routes, default_route="fallback"))])
-        router = Router(PolicySource(snap))
-        for strategy in routes:
-            out[(strategy, n)] = timed(router, RequestContext(
-                operation="chat", tenant="t", route=strategy, prompt_tokens=100, max_tokens=100))
-        for d in deps:  # five successes each: p50 now comes from samples, not the YAML prior
-            for _ in range(5):
-                router.tracker.record(AttemptResult(d.name, ok=True, latency_s=rng.uniform(0.1, 2.0)))
-        out[("fastest, warm", n)] = timed(router, RequestContext(
-            operation="chat", tenant="t", route="fastest", prompt_tokens=100, max_tokens=100))
-    return out
+def report(configs: list[Config], counted: dict[str, Counted], timed: dict[tuple[str, int], Timed],
+           args: argparse.Namespace, last: dict[str, float], about: list[str], seconds: float) -> str:
+    bare = next((c.name for c in configs if c.group == "bare"), None)
+    theirs = next((c.name for c in configs if c.group == "litellm.Router"), None)
+    parts = ["## Overhead per request", "\n".join(about),
+             f"`python tests/benchmarks/bench_overhead.py{' --quick' if args.quick else ''}` ({seconds / 60:.1f} "
+             "min). One simulator process (zero latency) serves every configuration; each configuration runs "
+             "in its own process. Ratios are against bare `litellm.acompletion` and against `litellm.Router`.",
+             table(["configuration", "what"], [[c.name, c.what] for c in configs])]
+    if counted:
+        scaled = [f"{c.name} {args.block * c.block_scale}" for c in configs if c.block_scale != 1]
+        ref_bare = counted[bare].per_request if bare in counted else None
+        ref_theirs = counted[theirs].per_request if theirs in counted else None
+        rows = []
+        for c in configs:
+            if c.name not in counted:
+                continue
+            k = counted[c.name]
+            drift = f"{k.per_request / last[c.name] - 1:+.2%}" if c.name in last else "-"
+            rows.append([_named(c.name, k.errors), f"{k.per_request / 1e6:.3f} M", f"{k.disagreement:.2%}", drift,
+                         ratio(k.per_request, ref_bare), ratio(k.per_request, ref_theirs)])
+        parts += [f"### Instructions per request (callgrind; two blocks of {args.block} requests at concurrency 1"
+                  + (f" ({', '.join(scaled)})" if scaled else "")
+                  + f", after {args.warmup} + {args.warmup} warm-up requests)",
+                  table(["configuration", "instructions / request", "blocks differ", "vs RESULTS.md before", "vs bare",
+                         "vs litellm.Router"], rows, right=(1, 2, 3, 4, 5))]
+    if timed:
+        rows = []
+        for concurrency in (1, 50):
+            ref_bare = _median(timed, bare, concurrency, "cpu_us")
+            ref_theirs = _median(timed, theirs, concurrency, "rps")
+            for c in configs:
+                t = timed.get((c.name, concurrency))
+                if t is None:
+                    continue
+                rows.append([_named(c.name, t.errors), str(concurrency), _spread(t.cpu_us), _spread(t.rps),
+                             ratio(statistics.median(t.cpu_us), ref_bare), ratio(statistics.median(t.rps), ref_theirs)])
+        parts += [f"### CPU time and throughput ({args.rounds} interleaved rounds of {args.requests // 5} requests "
+                  f"at concurrency 1 and {args.requests} at 50; min / median / max)",
+                  table(["configuration", "conc.", "CPU µs / request", "requests / s", "CPU vs bare",
+                         "req/s vs litellm.Router"], rows, right=(1, 2, 3, 4, 5)),
+                  "CPU time is the worker's (every thread, LiteLLM's logging tasks included), not the simulator's. "
+                  "The ratios compare medians. On a shared machine the wall-clock figures move with the load; "
+                  "the instruction counts do not."]
+    return "\n\n".join(parts)
 
 
-# -- report -------------------------------------------------------------------------------------
+def _median(timed: dict[tuple[str, int], Timed], name: str | None, concurrency: int, what: str) -> float | None:
+    t = timed.get((name, concurrency)) if name else None
+    return statistics.median(getattr(t, what)) if t else None
 
 
-def report(results: list[Result], alone: dict[tuple[str, int], float], imports: dict[str, float],
-           decisions: dict[tuple[str, int], float]) -> None:
-    print("\nThroughput and client CPU, end to end (simulator in another process, zero latency; best of rounds)\n")
-    print(f"  {'config':<30} {'conc':>4} {'req/s':>7} {'CPU µs/req':>11} {'CPU vs (a)':>11} {'req/s vs best b':>16}")
-    print("  " + "-" * 84)
-    for conc in sorted({r.concurrency for r in results}):
-        rows = [r for r in results if r.concurrency == conc]
-        base = next((r for r in rows if r.group == "a"), None)
-        best_b = max((r.rps for r in rows if r.group == "b"), default=None)
-        for r in rows:
-            cpu_ratio = f"{r.cpu_us / base.cpu_us:.3f}" if base else "-"
-            rps_ratio = f"{r.rps / best_b:.2f}x" if best_b else "-"
-            print(f"  {r.config:<30} {conc:>4} {r.rps:>7.0f} {r.cpu_us:>11.0f} {cpu_ratio:>11} {rps_ratio:>16}"
-                  + (f"   ({r.errors} errors)" if r.errors else ""))
-        print()
-    if alone:
-        base = {r.concurrency: r.cpu_us for r in results if r.group == "a"}
-        print("The router's own code: CPU µs per request with LiteLLM's acompletion stubbed out (best of 2)\n")
-        print(f"  {'config':<30} {'c=1':>8} {'c=50':>8} {'% of (a) c=50':>14}")
-        for name in dict.fromkeys(n for n, _ in alone):
-            share = f"{alone[(name, 50)] / base[50]:.1%}" if 50 in base else "-"
-            print(f"  {name:<30} {alone[(name, 1)]:>8.1f} {alone[(name, 50)]:>8.1f} {share:>14}")
-    print("\nImport time (fresh interpreter; wall is the best of runs)\n")
-    for label, seconds in imports.items():
-        print(f"  {label:<36} {seconds * 1000:8.0f} ms")
-    print("\nRouting decision: Router.decide(ctx), µs per decision (timeit, best of 3)\n")
-    sizes = sorted({n for _, n in decisions})
-    print(f"  {'strategy':<14}" + "".join(f"{n:>10}" for n in sizes))
-    for strategy in dict.fromkeys(s for s, _ in decisions):
-        print(f"  {strategy:<14}" + "".join(f"{decisions[(strategy, n)]:>10.1f}" for n in sizes))
-    goals(results, alone, imports, decisions)
+def _named(name: str, errors: int) -> str:
+    return f"{name} ({errors} errors!)" if errors else name
 
 
-def goals(results: list[Result], alone: dict[tuple[str, int], float], imports: dict[str, float],
-          decisions: dict[tuple[str, int], float]) -> None:
-    print("\nGoals\n")
-
-    def show(ok: bool, text: str) -> None:
-        print(f"  [{'met ' if ok else 'MISS'}] {text}")
-
-    for conc in sorted({r.concurrency for r in results}):
-        rows = [r for r in results if r.concurrency == conc]
-        base = next((r for r in rows if r.group == "a"), None)
-        same = next((r for r in rows if r.group == "a+"), None)  # the very call our backend makes
-        plain = [r for r in rows if r.group == "ours"]
-        best_b = max((r for r in rows if r.group == "b"), key=lambda r: r.rps, default=None)
-        if base and plain:
-            worst = max(plain, key=lambda r: r.cpu_us)
-            extra = worst.cpu_us - base.cpu_us
-            show(extra <= 0.05 * base.cpu_us, f"c={conc}: ours <= +5% CPU/request over (a), end to end: worst "
-                 f"{worst.config!r} {worst.cpu_us:.0f} vs {base.cpu_us:.0f} µs ({extra / base.cpu_us:+.1%})")
-            if same:
-                print(f"         (against the same call with prices, {same.cpu_us:.0f} µs: "
-                      f"{worst.cpu_us / same.cpu_us - 1:+.1%}; end to end, differences under ~10% are noise here)")
-            own = [v for (name, c), v in alone.items() if c == conc and not name.startswith("ours +")]
-            if own:
-                show(max(own) <= 0.05 * base.cpu_us, f"c={conc}: the router's own code (LiteLLM stubbed) "
-                     f"<= 5% of (a): worst {max(own):.0f} µs = {max(own) / base.cpu_us:.1%} of {base.cpu_us:.0f} µs")
-        if best_b and plain:
-            slowest = min(plain, key=lambda r: r.rps)
-            ceiling = f"; the same bare call is {same.rps / best_b.rps:.2f}x" if same else ""
-            show(slowest.rps >= 1.3 * best_b.rps, f"c={conc}: ours >= 1.3x the best litellm.Router: slowest "
-                 f"{slowest.config!r} {slowest.rps:.0f} req/s vs {best_b.config!r} {best_b.rps:.0f} req/s "
-                 f"({slowest.rps / best_b.rps:.2f}x{ceiling})")
-    big = max(n for _, n in decisions)
-    worst_strategy = max((s for s, n in decisions if n == big), key=lambda s: decisions[(s, big)])
-    show(decisions[(worst_strategy, big)] < 50,
-         f"decision among {big} deployments < 50 µs: worst {worst_strategy} {decisions[(worst_strategy, big)]:.1f} µs")
-    added = imports.get("router after litellm (importtime)")
-    if added is not None:
-        show(added < 0.150, f"import router adds < 150 ms over import litellm: {added * 1000:.0f} ms "
-             "(cumulative import of `router` after `import litellm`)")
+def _spread(values: list[float]) -> str:
+    return f"{min(values):,.0f} / {statistics.median(values):,.0f} / {max(values):,.0f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=None, help="requests per config at concurrency 50 "
-                        "(a third of it at concurrency 1); default 1500, or 200 with --quick")
-    parser.add_argument("--quick", action="store_true", help="fewer requests, rounds and import runs (~40 s)")
-    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per config (default 15, 2 quick)")
-    parser.add_argument("--only", help="run only the end-to-end configs whose name contains this")
-    parser.add_argument("--profile", metavar="CONFIG", help="then cProfile the configs whose name contains this")
+    parser.add_argument("--quick", action="store_true", help="small blocks, few rounds: a smoke test (~2 min)")
+    parser.add_argument("--configs", help="comma-separated configuration names (default: every default one)")
+    parser.add_argument("--block", type=int, help="requests per callgrind block (default 30; 8 quick)")
+    parser.add_argument("--warmup", type=int, help="warm-up requests at concurrency 1, then 50 (default 60; 20)")
+    parser.add_argument("--rounds", type=int, help="interleaved timing rounds (default 9; 2 quick)")
+    parser.add_argument("--requests", type=int, help="requests per round at concurrency 50, a fifth at 1 "
+                        "(default 300; 100 quick)")
+    parser.add_argument("--jobs", type=int, default=2, help="callgrind workers at a time (default 2)")
+    parser.add_argument("--no-callgrind", action="store_true", help="skip the instruction counts")
+    parser.add_argument("--no-timing", action="store_true", help="skip the wall-clock rounds")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
-    args.requests = args.requests or (200 if args.quick else 1500)
-    args.rounds = args.rounds or (2 if args.quick else 15)
-    print(f"llm-policy-router overhead benchmark\nmachine: {machine()}\n")
+    args.block = args.block or (8 if args.quick else 30)
+    args.warmup = args.warmup or (20 if args.quick else 60)
+    args.rounds = args.rounds or (2 if args.quick else 9)
+    args.requests = args.requests or (100 if args.quick else 300)
+    if args.configs:
+        unknown = [n for n in args.configs.split(",") if n not in CONFIGS]
+        if unknown:
+            parser.error(f"unknown configurations {unknown}; known: {sorted(CONFIGS)}")
+        configs = [CONFIGS[n] for n in args.configs.split(",")]
+    else:
+        configs = [c for c in CONFIGS.values() if c.default]
+    if not redis_up():
+        print("(redis://127.0.0.1:6379 is not answering: configurations that need it are skipped)")
+        configs = [c for c in configs if "redis" not in c.needs]
+    if not args.no_callgrind and (shutil.which("valgrind") is None or shutil.which("gcc") is None):
+        print("(valgrind or gcc is missing: no instruction counts; apt-get install valgrind gcc)")
+        args.no_callgrind = True
+
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        sim = SimProcess(tmp)
+    about = [*machine_lines("openai", "httpx", "opentelemetry-sdk", "redis"),
+             f"- {valgrind_version() or 'no valgrind'}" if not args.no_callgrind else "- no instruction counts"]
+    redis_url = f"redis://127.0.0.1:6379/0?prefix=bench-{uuid.uuid4().hex[:8]}:"
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as name:
+        folder = Path(name)
+        sim = Simulator(folder)
         try:
-            print(f"simulator: {sim.url} (pid {sim.proc.pid}); per config {args.requests} requests at c=50 and "
-                  f"{args.requests // 3} at c=1, in {args.rounds} interleaved rounds\n")
-            write_config(tmp, sim.url)
-            results = asyncio.run(run_configs(tmp, sim.url, args))
+            write_yaml(folder, sim.url)
+            print(f"simulator {sim.url} (pid {sim.proc.pid}); configurations: {', '.join(c.name for c in configs)}")
+            counted: dict[str, Counted] = {}
+            if not args.no_callgrind:
+                print(f"\ninstructions: callgrind, {args.jobs} at a time, blocks of {args.block}", flush=True)
+                counted = count_all(configs, sim.url, folder, redis_url, args)
+            timed: dict[tuple[str, int], Timed] = {}
+            if not args.no_timing:
+                print(f"\nwall clock: {len(configs)} workers, {args.rounds} interleaved rounds", flush=True)
+                timed = time_all(configs, sim.url, folder, redis_url, args)
         finally:
             sim.stop()
-        phases = {"end to end": time.perf_counter() - started}
-        alone = asyncio.run(our_code_alone(tmp, 500 if args.quick else 3000))
-        phases["router code alone"] = time.perf_counter() - started - sum(phases.values())
-    imports = import_times(1 if args.quick else 2)
-    phases["imports"] = time.perf_counter() - started - sum(phases.values())
-    decisions = decision_times((10, 100, 1000))
-    phases["decisions"] = time.perf_counter() - started - sum(phases.values())
-    report(results, alone, imports, decisions)
-    split = ", ".join(f"{k} {v:.0f} s" for k, v in phases.items())
-    print(f"\ntotal {time.perf_counter() - started:.0f} s ({split})")
+    text = report(configs, counted, timed, args, published_counts(), about, time.perf_counter() - started)
+    print("\n" + text)
+    if counted:
+        bad = [n for n, k in counted.items() if k.disagreement > BLOCK_AGREEMENT]
+        if bad:
+            print(f"\nWARNING: blocks disagree by more than {BLOCK_AGREEMENT:.0%} for {bad}; "
+                  "try a larger --block", file=sys.stderr)
+    if not args.no_write and not args.quick:
+        write_section("overhead", text)
 
 
 if __name__ == "__main__":
