@@ -27,7 +27,11 @@ from collections.abc import Callable, Sequence
 from router.context import RequestContext
 from router.quality.base import QualityEstimate, QualityView
 from router.schema import Deployment, Route
-from router.strategies import LARGE_ROUTE, ORDER_TTL_S, HealthView, PriceOf, Strategy
+from router.strategies import EXACT_ROUTE, HealthView, PriceOf, Strategy
+
+#: Routes of more targets than this reuse a ranking for `ORDER_TTL_S` seconds per task.
+LARGE_ROUTE = EXACT_ROUTE
+ORDER_TTL_S = 0.25
 
 #: How many samples the YAML `quality` counts as.
 PRIOR_WEIGHT = 20.0
