@@ -127,6 +127,10 @@ class AttemptLoop:
         for d in plan.order:
             if d.context_window < min_window:
                 continue
+            late = self._cannot_finish(d, run.deadline - self.clock())
+            if late is not None:
+                attempts.append(Attempt(deployment=d.name, outcome="skipped", error=late, error_type="deadline"))
+                continue
             if admit is not None:
                 why = await admit(d, run.deadline - self.clock())
                 if why is not None:
@@ -223,6 +227,18 @@ class AttemptLoop:
             return Success(value, d, (), t0)
         assert error is not None
         return error
+
+    def _cannot_finish(self, d: Deployment, seconds_left: float) -> str | None:
+        """Why `d` cannot answer in the time left: its measured p95 (else a declared
+        `latency_prior_ms`) is longer. Checked only near the deadline: a percentile costs a sort."""
+        if seconds_left >= d.timeout_s:
+            return None
+        expected_ms = self.health.latency_ms(d.name, "p95")
+        if expected_ms is None and "latency_prior_ms" in d.model_fields_set:
+            expected_ms = d.latency_prior_ms
+        if expected_ms is not None and expected_ms / 1000 > seconds_left:
+            return f"expected latency {expected_ms:.0f} ms exceeds the {seconds_left * 1000:.0f} ms left"
+        return None
 
     def _starved(self, mark: float, timeout: float) -> bool:
         return self.lag is not None and self.lag.max_since(mark) >= self.starved_share * timeout

@@ -319,6 +319,8 @@ class Pipeline:
     def _cache_plan(
         self, ex: _Exchange, mode: str, request: ChatRequest | None, params: Mapping[str, Any]
     ) -> rc.CachePlan | None:
+        if self.cache is None or ex.decision.route.spec.cache.mode == "off":
+            return None
         deterministic = request is None or params.get("temperature") == 0 or params.get("seed") is not None
         return rc.plan_for(ex.decision.route, ex.decision.ctx.tenant, mode, deterministic=deterministic,
                            n=request.n if request is not None else 1)
@@ -361,15 +363,18 @@ class _Exchange:
         self.trace.end(deployment=d.name, attempts=len(attempts), fallback_used=fell_back, cost_usd=cost,
                        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
         p = self.pipeline
-        p.log(self.decision.ctx, self.decision, self.arrived, attempts=attempts, deployment=d.name,
-              input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
-              latency_ms=(time.time() - self.arrived) * 1000)
-        if response_id is not None:
+        if p.decision_log is not None:
+            p.log(self.decision.ctx, self.decision, self.arrived, attempts=attempts, deployment=d.name,
+                  input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
+                  latency_ms=(time.time() - self.arrived) * 1000)
+        if response_id is not None and p.quality is not None:
             await p.remember(response_id, d, self.decision)
 
     def fail(self, exc: BaseException, attempts: Sequence[Attempt] = ()) -> None:
         """The request failed: end its trace with `error.type` and log the error's kind (never its text)."""
         self.trace.fail(exc, error_type=_error_type(exc))
+        if self.pipeline.decision_log is None:
+            return
         self.pipeline.log(self.decision.ctx, self.decision, self.arrived,
                           attempts=tuple(getattr(exc, "attempts", attempts)), error=_log_kind(exc),
                           limit=getattr(exc, "limit", None), latency_ms=(time.time() - self.arrived) * 1000)
@@ -403,23 +408,17 @@ class _Exchange:
         """The attempt loop; on failure (or cancellation) the reservation is refunded and the trace closed."""
         try:
             return await self.pipeline.loop.run(self.decision.plan, self.decision.ctx, call, self.trace,
-                                                record_success=record_success, admit=self.admit)
+                                                record_success=record_success,
+                                                admit=self.admit if self.reservation is not None else None)
         except BaseException as exc:
             await self.refund()
             self.fail(exc)
             raise
 
     async def admit(self, d: Deployment, seconds_left: float) -> str | None:
-        """Why not to try `d` now, or None: its expected latency (measured p95, else the YAML
-        prior) cannot fit the time left, or the tenant's budget cannot cover its price (the
-        reservation is topped up atomically first, so a fallback never overspends)."""
+        """Why not to try `d` now, or None: the tenant's budget cannot cover its price. The
+        reservation is topped up atomically first, so a fallback never overspends."""
         p, ctx = self.pipeline, self.decision.ctx
-        if seconds_left < d.timeout_s:  # only near the deadline: a percentile costs a sort
-            expected_ms = p.health.latency_ms(d.name, "p95")
-            if expected_ms is None and "latency_prior_ms" in d.model_fields_set:
-                expected_ms = d.latency_prior_ms
-            if expected_ms is not None and expected_ms / 1000 > seconds_left:
-                return f"expected latency {expected_ms:.0f} ms exceeds the {seconds_left * 1000:.0f} ms left"
         if self.reservation is None or p.quota is None:
             return None
         out = self.output_budget(0 if ctx.operation == "embeddings" else p.settings.default_max_tokens)

@@ -174,7 +174,8 @@ async def _resume(p: Pipeline, ex: _Exchange, opener: Callable[..., Any], reques
     resume_plan: Plan = replace(plan, order=rest, deadline_s=left)
     try:
         return await p.loop.run(resume_plan, ex.decision.ctx, opener(lambda d: prefix), ex.trace,
-                                record_success=False, admit=ex.admit)
+                                record_success=False,
+                                admit=ex.admit if ex.reservation is not None else None)
     except (ProviderError, Exception):  # no continuation: the caller gets the original cut
         return None
 

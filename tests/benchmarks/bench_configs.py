@@ -192,7 +192,7 @@ CONFIGS: dict[str, Config] = {c.name: c for c in (
            needs=frozenset({"redis"})),
     Config("ours + tracing", "ours", ours_tracing,
            "plus an SDK `TracerProvider` (batch processor, discarding exporter) and `MeterProvider`"),
-    Config("ours, LiteLLM stubbed", "ours-only", ours_stubbed,
+    Config("ours (LiteLLM stubbed)", "ours-only", ours_stubbed,
            "ours with `litellm.acompletion` returning a canned response: the router's own work only",
            block_scale=10),
 )}
