@@ -109,11 +109,12 @@ class Pipeline:
         if self.quality is None:
             return
         ctx = decision.ctx
+        if self.quality.local:
+            self.quality.register_now(response_id, deployment=d.name, route=decision.route.name,
+                                      task=ctx.metadata.get("task"), tenant=ctx.tenant)
+            return
         work = self.quality.register(response_id, deployment=d.name, route=decision.route.name,
                                      task=ctx.metadata.get("task"), tenant=ctx.tenant)
-        if self.quality.local:
-            await work
-            return
         task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from cachetools import TTLCache
-
 from router.quality.base import Decay, Evidence, FeedbackNotFound, FeedbackTarget, QualityKey, QualityStore
 
 _SCORED = "scored"
@@ -25,7 +23,10 @@ class MemoryQualityStore(QualityStore):
     beyond that is refused (`add` returns None) rather than evicting a
     measured one, so a flood of task labels cannot erase what was learned.
     At most `max_pending` response ids wait for feedback; beyond that the
-    oldest are forgotten first (cachetools' TTLCache).
+    oldest are forgotten first, and an id older than `feedback_ttl_s` is
+    unknown. A plain insertion-ordered dict, not cachetools' TTLCache: every
+    response registers an id and TTLCache's bookkeeping cost ~5 µs a call on
+    the request path; here the expiry is checked when feedback arrives.
     """
 
     name = "memory://"
@@ -35,8 +36,9 @@ class MemoryQualityStore(QualityStore):
         self._clock = clock
         self._max_keys = max_keys
         self._evidence: dict[QualityKey, tuple[Evidence, float]] = {}  # key -> (counts at age 0, updated at)
-        self._pending: TTLCache[str, FeedbackTarget | str] = TTLCache(
-            maxsize=max_pending, ttl=feedback_ttl_s, timer=clock)
+        self._max_pending = max_pending
+        self._feedback_ttl_s = feedback_ttl_s
+        self._pending: dict[str, tuple[FeedbackTarget | str, float]] = {}  # id -> (target or tombstone, at)
 
     async def add(self, keys: Sequence[QualityKey], score: float, decay: Decay) -> list[Evidence | None]:
         now = self._clock()
@@ -62,15 +64,27 @@ class MemoryQualityStore(QualityStore):
                 for k, (ev, at) in self._evidence.items()}
 
     async def put_target(self, response_id: str, target: FeedbackTarget, ttl_s: float) -> None:
-        # TTLCache has one TTL for all entries (the constructor's); the tracker passes that same value
-        self._pending[response_id] = target
+        # one TTL for all entries (the constructor's); the tracker passes that same value
+        self.put_target_now(response_id, target)
+
+    def put_target_now(self, response_id: str, target: FeedbackTarget) -> None:
+        """`put_target` without the coroutine (the store is in this process)."""
+        pending = self._pending
+        pending.pop(response_id, None)  # re-registered: it moves to the newest end
+        pending[response_id] = (target, self._clock())
+        if len(pending) > self._max_pending:
+            del pending[next(iter(pending))]  # the oldest
 
     async def take_target(self, response_id: str, tenant: str | None = None) -> FeedbackTarget:
-        target = self._pending.get(response_id)
+        held = self._pending.get(response_id)
+        if held is not None and self._clock() - held[1] >= self._feedback_ttl_s:
+            del self._pending[response_id]
+            held = None
+        target = held[0] if held is not None else None
         if target is None or (tenant is not None and not isinstance(target, str) and target.tenant != tenant):
             raise FeedbackNotFound(response_id=response_id, reason="unknown or expired")
         if isinstance(target, str):
             raise FeedbackNotFound(response_id=response_id, reason="feedback already recorded")
         # a tombstone, so a second score on one response is refused rather than counted twice
-        self._pending[response_id] = _SCORED
+        self._pending[response_id] = (_SCORED, held[1] if held is not None else self._clock())
         return target
