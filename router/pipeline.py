@@ -54,6 +54,7 @@ from router.request import ChatRequest
 from router.routing import Decision, decide
 from router.schema import Deployment
 from router.settings import RouterSettings
+from router.strategies import HealthView
 from router.strategies_learned import HealthWithQuality
 from router.streaming import stream_answer
 from router.tokens import count_tokens, estimate_usage
@@ -90,6 +91,8 @@ class Pipeline:
         self.quality = quality
         self.decision_log = decision_log
         self._background: set[asyncio.Task[Any]] = set()
+        #: What strategies read: health, and quality feedback when a tracker is kept.
+        self._view: HealthView = health if quality is None else HealthWithQuality(health, quality)
         self.settings = settings
         self.health = health
         self.quota = quota
@@ -101,8 +104,7 @@ class Pipeline:
 
     def decide(self, ctx: RequestContext) -> Decision:
         """Pick rule, route and attempt order for `ctx` from the serving snapshot."""
-        view = self.health if self.quality is None else HealthWithQuality(self.health, self.quality)
-        return decide(self.source.current, ctx, view, self.rng)
+        return decide(self.source.current, ctx, self._view, self.rng)
 
     async def remember(self, response_id: str, d: Deployment, decision: Decision) -> None:
         """Register a response id for `feedback()`; off the caller's path when the store is shared."""
