@@ -35,6 +35,7 @@ credentials, and provider messages are scrubbed by the backend.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -363,3 +364,13 @@ ERROR_CLASSES: dict[str, type[ProviderError]] = {
         InvalidRequest,
     )
 }
+
+
+def error_type(exc: BaseException) -> str:
+    """The `error.type` of a failure: a provider error's kind, "cancelled" for a caller that went
+    away (task cancelled or a stream closed early), else the exception's class name."""
+    if isinstance(exc, ProviderError):
+        return exc.kind
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return "cancelled"
+    return type(exc).__name__

@@ -10,6 +10,7 @@ unchanged. What goes in is `router.request`.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -213,3 +214,8 @@ class StreamChunk(BaseModel):
 def message_dict(message: AssistantMessage) -> dict[str, Any]:
     """The assistant message as a request message dict (None fields left out)."""
     return message.model_dump(exclude_none=True)
+
+
+def new_response_id() -> str:
+    """An id for an answer the provider gave none (and for each cache hit)."""
+    return f"chatcmpl-router-{uuid.uuid4().hex}"

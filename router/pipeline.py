@@ -18,14 +18,13 @@ import asyncio
 import contextlib
 import random
 import time
-import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from router import response_cache as rc
 from router.attempts import AttemptCall, AttemptLoop, Success
-from router.backend import DEFAULT_BACKEND, Backend, ChatResult, StreamPiece
+from router.backend import DEFAULT_BACKEND, Backend, ChatResult
 from router.cache import Computed, ResponseCache
 from router.context import RequestContext
 from router.decision_log import DecisionLog, record_for
@@ -33,10 +32,10 @@ from router.errors import (
     AllAttemptsFailed,
     DeadlineExceeded,
     NoRouteAvailable,
-    ProviderError,
     QuotaExceeded,
     RouterError,
     TenantNotAllowed,
+    error_type,
 )
 from router.health import HealthTracker
 from router.loop_lag import LoopLag
@@ -46,6 +45,7 @@ from router.models import (
     LLMResponse,
     StreamChunk,
     Usage,
+    new_response_id,
 )
 from router.policy.reload import PolicySource
 from router.quality import QualityTracker
@@ -167,7 +167,7 @@ class Pipeline:
         await ex.served_from_cache()
         # A fresh id: feedback on one caller's copy must not use up another's.
         return lookup.value.model_copy(update={
-            "id": _new_id(), "cached": True, "cost_usd": 0.0, "attempts": (),
+            "id": new_response_id(), "cached": True, "cost_usd": 0.0, "attempts": (),
             "latency_ms": (self.clock() - started) * 1000})
 
     async def _chat_once(
@@ -182,7 +182,7 @@ class Pipeline:
             try:
                 r = await self.backend.chat(d, msgs, params, timeout_s=timeout)
             except BaseException as exc:
-                at.fail(exc, error_type=_error_type(exc))
+                at.fail(exc, error_type=error_type(exc))
                 raise
             usage = r.usage or estimate_usage(ctx.prompt_tokens, r.choices[0].message)
             cost = ex.snapshot.prices.usage_cost(d, usage)
@@ -194,7 +194,7 @@ class Pipeline:
         ok = await ex.run(call)
         result, usage, cost = ok.value
         await ex.settle(ok.deployment, usage, cost)
-        response_id = result.id or _new_id()
+        response_id = result.id or new_response_id()
         await ex.succeed(ok.deployment, ok.attempts, usage, cost, response_id=response_id)
         return LLMResponse(
             id=response_id, text=result.message.content or "", message=result.message,
@@ -232,8 +232,9 @@ class Pipeline:
             await ex.served_from_cache()
             for chunk in stored[:-1]:
                 yield chunk.model_copy(update={"cached": True})
-            yield stored[-1].model_copy(update={"id": _new_id(), "cached": True, "cost_usd": 0.0, "attempts": (),
-                                                "latency_ms": (self.clock() - started) * 1000})
+            yield stored[-1].model_copy(update={
+                "id": new_response_id(), "cached": True, "cost_usd": 0.0, "attempts": (),
+                "latency_ms": (self.clock() - started) * 1000})
             return
         chunks: list[StreamChunk] = []
         async with contextlib.aclosing(self._stream_once(ex, request, params, messages_for)) as stream:
@@ -293,7 +294,7 @@ class Pipeline:
             try:
                 r = await self.backend.embed(d, inputs, timeout_s=timeout)
             except BaseException as exc:
-                at.fail(exc, error_type=_error_type(exc))
+                at.fail(exc, error_type=error_type(exc))
                 raise
             usage = r.usage or Usage(input_tokens=tokens, estimated=True)
             cost = ex.snapshot.prices.usage_cost(d, usage)
@@ -375,7 +376,7 @@ class _Exchange:
 
     def fail(self, exc: BaseException, attempts: Sequence[Attempt] = ()) -> None:
         """The request failed: end its trace with `error.type` and log the error's kind (never its text)."""
-        self.trace.fail(exc, error_type=_error_type(exc))
+        self.trace.fail(exc, error_type=error_type(exc))
         if self.pipeline.decision_log is None:
             return
         self.pipeline.log(self.decision.ctx, self.decision, self.arrived,
@@ -485,13 +486,8 @@ class _Exchange:
             p.quota.refund_soon(self.reservation)
 
 
-def _new_id() -> str:
-    return f"chatcmpl-router-{uuid.uuid4().hex}"
 
 
-async def _aclose(pieces: AsyncIterator[StreamPiece]) -> None:
-    if isinstance(pieces, AsyncGenerator):
-        await pieces.aclose()
 
 
 def _log_kind(exc: BaseException) -> str:
@@ -506,15 +502,9 @@ def _log_kind(exc: BaseException) -> str:
         return "tenant_not_allowed"
     if isinstance(exc, NoRouteAvailable):
         return "no_route"
-    return _error_type(exc)
+    return error_type(exc)
 
 
-def _error_type(exc: BaseException) -> str:
-    if isinstance(exc, ProviderError):
-        return exc.kind
-    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-        return "cancelled"
-    return type(exc).__name__
 
 
 def prompt_tokens(request: ChatRequest) -> int:

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from router.attempts import Plan, Success
 from router.backend import StreamPiece
-from router.errors import ProviderError, ProviderTimeout, StreamInterrupted
+from router.errors import ProviderError, ProviderTimeout, StreamInterrupted, error_type
 from router.health import AttemptResult
-from router.models import AssistantMessage, Attempt, FunctionCall, StreamChunk, ToolCall, Usage
+from router.models import AssistantMessage, Attempt, FunctionCall, StreamChunk, ToolCall, Usage, new_response_id
 from router.request import ChatRequest
 from router.schema import Deployment
 from router.tokens import count_text, estimate_usage
@@ -77,7 +76,7 @@ async def stream_answer(
             except BaseException as exc:
                 error = exc
             if error is not None:
-                at.fail(error, error_type=_error_type(error))
+                at.fail(error, error_type=error_type(error))
                 with contextlib.suppress(Exception):
                     await _aclose(pieces)
                 raise error
@@ -116,10 +115,10 @@ async def stream_answer(
                         output_tokens=segment.output_tokens, finish_reasons=[acc.finish or "stop"],
                         cost_usd=cost, ttft_s=s.ttft_s, output_text=acc.text())
             break
-        s.trace.fail(failure, error_type=_error_type(failure))
+        s.trace.fail(failure, error_type=error_type(failure))
         with contextlib.suppress(Exception):
             await _aclose(s.pieces)
-        attempts.append(Attempt(deployment=d.name, outcome="error", error_type=_error_type(failure),
+        attempts.append(Attempt(deployment=d.name, outcome="error", error_type=error_type(failure),
                                 error=str(getattr(failure, "message", "")) or None))
         resumed = None
         if resumable and kind is not None and acc.text() and not acc.has_tool_calls():
@@ -134,7 +133,7 @@ async def stream_answer(
         d, s = resumed.deployment, resumed.value
         tried.add(d.name)
         acc.next_segment(ctx.prompt_tokens + count_text(acc.text()))
-    response_id = acc.id or _new_id()
+    response_id = acc.id or new_response_id()
     await ex.settle(d, total, spent)
     await ex.succeed(d, tuple(attempts), total, spent, response_id=response_id)
     yield StreamChunk(deployment=d.name, done=True, id=response_id, route=ex.decision.route.name,
@@ -255,18 +254,9 @@ def _plus(a: Usage, b: Usage) -> Usage:
                  reasoning_tokens=a.reasoning_tokens + b.reasoning_tokens, estimated=a.estimated or b.estimated)
 
 
-def _new_id() -> str:
-    return f"chatcmpl-router-{uuid.uuid4().hex}"
 
 
 async def _aclose(pieces: AsyncIterator[StreamPiece]) -> None:
     if isinstance(pieces, AsyncGenerator):
         await pieces.aclose()
 
-
-def _error_type(exc: BaseException) -> str:
-    if isinstance(exc, ProviderError):
-        return exc.kind
-    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
-        return "cancelled"
-    return type(exc).__name__
