@@ -34,10 +34,11 @@ from router.errors import (
     ContextWindowExceeded,
     DeadlineExceeded,
     ProviderError,
+    ProviderTimeout,
     error_kind,
 )
 from router.health import AttemptResult, HealthTracker
-from router.loop_lag import LoopLag
+from router.loop_lag import LoopLag, credited_timeout
 from router.models import Attempt
 from router.schema import Deployment, Retry
 from router.tracing import RequestTrace
@@ -182,7 +183,7 @@ class AttemptLoop:
             t0 = self.clock()
             mark = self.lag.now() if self.lag is not None else 0.0
             try:
-                value = await call(d, timeout)
+                value = await self._call(call, d, timeout, remaining)
             except ProviderError as exc:
                 error = exc
                 latency = self.clock() - t0
@@ -223,6 +224,24 @@ class AttemptLoop:
             return Success(value, d, (), t0)
         assert error is not None
         return error
+
+    async def _call(self, call: AttemptCall[T], d: Deployment, timeout: float, remaining: float) -> T:
+        """One call, timed out after `timeout` seconds of the loop's time.
+
+        Without a lag meter the call enforces `timeout` itself. With one, the call is bounded
+        only by the time the deadline leaves and `credited_timeout` cuts it after `timeout`
+        plus however long the loop ran late meanwhile: an answer that arrived while the
+        process was starved of CPU is not thrown away (and the request then failed) for a
+        delay that was ours. A timeout it makes is a `ProviderTimeout` like the call's own.
+        """
+        if self.lag is None:
+            return await call(d, timeout)
+        try:
+            async with credited_timeout(self.lag, timeout, limit_s=remaining):
+                return await call(d, remaining)
+        except TimeoutError:
+            raise ProviderTimeout(f"no answer within {timeout:g}s (loop stalls not counted)",
+                                  deployment=d.name) from None
 
     def _starved(self, mark: float, timeout: float) -> bool:
         return self.lag is not None and self.lag.max_since(mark) >= self.starved_share * timeout

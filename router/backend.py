@@ -130,8 +130,9 @@ class LiteLLMBackend:
         args = _call_args(d, timeout_s)
         litellm = litellm_module()
         try:
-            # asyncio.timeout, not wait_for: wait_for wraps the call in a new Task (~10 µs a call)
-            async with asyncio.timeout(timeout_s + 1.0):
+            # asyncio.timeout, not wait_for: wait_for wraps the call in a new Task (~10 µs a call).
+            # No slack past timeout_s: the attempt loop passes what the deadline leaves.
+            async with asyncio.timeout(timeout_s):
                 resp = await litellm.acompletion(messages=list(messages), **params, **args)
             result = _chat_result(resp, d)
         except Exception as exc:
@@ -149,7 +150,7 @@ class LiteLLMBackend:
         litellm = litellm_module()
         error: errors.ProviderError | None = None
         try:
-            async with asyncio.timeout(timeout_s + 1.0):
+            async with asyncio.timeout(timeout_s):
                 stream = await litellm.acompletion(
                     messages=list(messages), stream=True, stream_options={"include_usage": True}, **params, **args)
             async for chunk in stream:
@@ -165,7 +166,7 @@ class LiteLLMBackend:
         args = _call_args(d, timeout_s)
         litellm = litellm_module()
         try:
-            async with asyncio.timeout(timeout_s + 1.0):
+            async with asyncio.timeout(timeout_s):
                 resp = await litellm.aembedding(input=list(inputs), **args)
             data = sorted(resp.data, key=lambda e: e["index"] if isinstance(e, dict) else e.index)
             vectors = [list(e["embedding"] if isinstance(e, dict) else e.embedding) for e in data]

@@ -23,6 +23,7 @@ from router.attempts import Plan, Success
 from router.backend import StreamPiece
 from router.errors import ProviderError, ProviderTimeout, StreamInterrupted
 from router.health import AttemptResult
+from router.loop_lag import credited_timeout
 from router.models import AssistantMessage, Attempt, FunctionCall, StreamChunk, ToolCall, Usage
 from router.request import ChatRequest
 from router.schema import Deployment
@@ -69,7 +70,7 @@ async def stream_answer(
             wait = ttft_timeout(d, spec.stream_ttft_timeout_s, timeout)
             error: BaseException | None = None
             try:
-                async with asyncio.timeout(wait):
+                async with credited_timeout(p.loop.lag, wait, limit_s=timeout):
                     first = await anext(pieces, None)
             except TimeoutError:
                 error = ProviderTimeout(f"no content within {wait:g}s of the request (first-token timeout)",
@@ -148,10 +149,11 @@ async def _pieces(p: Pipeline, s: OpenStream, d: Deployment, acc: Assembler, idl
         chunk = acc.add(piece, d.name)
         if chunk is not None:
             yield chunk
-        wait = min(idle_s, deadline - p.clock())
+        left = deadline - p.clock()
+        wait = min(idle_s, left)
         error: ProviderError | None = None
         try:
-            async with asyncio.timeout(max(wait, 0.0)):
+            async with credited_timeout(p.loop.lag, idle_s, limit_s=left):
                 piece = await anext(s.pieces, None)
         except TimeoutError:
             error = StreamInterrupted(f"no content for {wait:.3g}s after the stream began (idle timeout"
