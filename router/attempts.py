@@ -193,8 +193,8 @@ class AttemptLoop:
                     trace.event("router.loop_lag", {"deployment": d.name,
                                                     "lag_s": round(self.lag.max_since(mark), 4) if self.lag else 0})
                 self.record(d, trace, AttemptResult(
-                    deployment=d.name, ok=False, latency_s=latency, error_kind=health_kind,
-                    status_code=exc.status_code, retry_after_s=exc.retry_after))
+                    deployment=d.name, ok=False, latency_s=self._provider_latency(latency, mark),
+                    error_kind=health_kind, status_code=exc.status_code, retry_after_s=exc.retry_after))
                 attempts.append(Attempt(deployment=d.name, outcome="error", error=exc.message,
                                         error_type=exc.kind, status_code=exc.status_code,
                                         latency_ms=latency * 1000, panic=panic))
@@ -219,7 +219,8 @@ class AttemptLoop:
                 raise
             latency = self.clock() - t0
             if record_success:
-                self.record(d, trace, AttemptResult(deployment=d.name, ok=True, latency_s=latency))
+                self.record(d, trace, AttemptResult(deployment=d.name, ok=True,
+                                                    latency_s=self._provider_latency(latency, mark)))
             attempts.append(Attempt(deployment=d.name, outcome="ok", latency_ms=latency * 1000, panic=panic))
             return Success(value, d, (), t0)
         assert error is not None
@@ -242,6 +243,14 @@ class AttemptLoop:
         except TimeoutError:
             raise ProviderTimeout(f"no answer within {timeout:g}s (loop stalls not counted)",
                                   deployment=d.name) from None
+
+    def _provider_latency(self, elapsed: float, mark: float) -> float:
+        """The attempt's latency less the time our loop ran late meanwhile: what the health
+        tracker's latency stats (strategies, the deadline's expected latency) should blame
+        on the provider. The attempt record keeps the wall time the caller saw."""
+        if self.lag is None:
+            return elapsed
+        return max(0.0, elapsed - self.lag.late_since(mark))
 
     def _starved(self, mark: float, timeout: float) -> bool:
         return self.lag is not None and self.lag.max_since(mark) >= self.starved_share * timeout

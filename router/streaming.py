@@ -156,7 +156,7 @@ async def _pieces(p: Pipeline, s: OpenStream, d: Deployment, acc: Assembler, idl
             async with credited_timeout(p.loop.lag, idle_s, limit_s=left):
                 piece = await anext(s.pieces, None)
         except TimeoutError:
-            error = StreamInterrupted(f"no content for {wait:.3g}s after the stream began (idle timeout"
+            error = StreamInterrupted(f"no content for {max(wait, 0.0):.3g}s after the stream began (idle timeout"
                                       f"{' or route deadline' if wait < idle_s else ''})", deployment=d.name)
         if error is not None:
             raise error

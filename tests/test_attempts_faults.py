@@ -160,3 +160,19 @@ async def test_panic_mode_that_fails_reports_every_attempt() -> None:
     assert [c[0] for c in calls] == ["b", "a"]
     assert [(a.deployment, a.outcome) for a in info.value.attempts] == [
         ("a", "skipped"), ("b", "error"), ("a", "error")]
+
+
+async def test_latency_stats_blame_the_provider_only_for_its_own_time() -> None:
+    clock = FakeTime()
+    lag = LoopLag(clock=clock)
+    health = HealthTracker(BreakerConfig(latency_warmup_samples=0), clock=clock)
+    loop = AttemptLoop(health=health, clock=clock, rng=random.Random(0), sleep=clock.sleep, lag=lag)
+
+    async def call(d: Deployment, timeout: float) -> str:
+        clock.now += 3.0  # 3 s went by for the caller ...
+        lag.record(clock.now, 2.0)  # ... 2 s of them with our loop stalled
+        return "ok"
+
+    ok = await loop.run(plan(dep("a")), CTX, call, TRACE)
+    assert ok.attempts[0].latency_ms == pytest.approx(3000)  # the caller's view is the wall time
+    assert health.latency_ms("a", "p50") == pytest.approx(1000)  # the provider's is its own share
