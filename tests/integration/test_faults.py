@@ -220,7 +220,9 @@ routes:
 
 @pytest.mark.parametrize("wording", [
     None,  # the simulator's "... is too large for model with 32768 maximum context length"
-    "prompt is too long: 40000 tokens > 32768 maximum",  # a wording LiteLLM does not classify
+    # Wordings LiteLLM leaves as a plain BadRequestError; our classifier knows them.
+    "Requested 40000 tokens exceed context window of 32768",
+    "Input length 40000 exceeds the maximum of 32768 tokens",
 ])
 async def test_context_overflow_falls_back_to_a_larger_window(
     tmp_path: Path, own_sim: SimServer, routers: list[Router], wording: str | None
