@@ -34,10 +34,11 @@ from router.errors import (
     ContextWindowExceeded,
     DeadlineExceeded,
     ProviderError,
+    ProviderTimeout,
     error_kind,
 )
 from router.health import AttemptResult, HealthTracker
-from router.loop_lag import LoopLag
+from router.loop_lag import LoopLag, credited_timeout
 from router.models import Attempt
 from router.schema import Deployment, Retry
 from router.tracing import RequestTrace
@@ -124,10 +125,13 @@ class AttemptLoop:
         skipped: list[Deployment] = []
         min_window = ctx.needed_context if plan.fit_context else 0
         previous: str | None = None
-        for d in plan.order:
+        last = len(plan.order) - 1
+        for i, d in enumerate(plan.order):
             if d.context_window < min_window:
                 continue
-            late = self._cannot_finish(d, run.deadline - self.clock())
+            # The last candidate is tried whatever its expected latency: skipping it would fail
+            # the request for sure, and the deadline bounds the try anyway.
+            late = self._cannot_finish(d, run.deadline - self.clock()) if i < last else None
             if late is not None:
                 attempts.append(Attempt(deployment=d.name, outcome="skipped", error=late, error_type="deadline"))
                 continue
@@ -186,7 +190,7 @@ class AttemptLoop:
             t0 = self.clock()
             mark = self.lag.now() if self.lag is not None else 0.0
             try:
-                value = await call(d, timeout)
+                value = await self._call(call, d, timeout, remaining)
             except ProviderError as exc:
                 error = exc
                 latency = self.clock() - t0
@@ -196,8 +200,8 @@ class AttemptLoop:
                     trace.event("router.loop_lag", {"deployment": d.name,
                                                     "lag_s": round(self.lag.max_since(mark), 4) if self.lag else 0})
                 self.record(d, trace, AttemptResult(
-                    deployment=d.name, ok=False, latency_s=latency, error_kind=health_kind,
-                    status_code=exc.status_code, retry_after_s=exc.retry_after))
+                    deployment=d.name, ok=False, latency_s=self._provider_latency(latency, mark),
+                    error_kind=health_kind, status_code=exc.status_code, retry_after_s=exc.retry_after))
                 attempts.append(Attempt(deployment=d.name, outcome="error", error=exc.message,
                                         error_type=exc.kind, status_code=exc.status_code,
                                         latency_ms=latency * 1000, panic=panic))
@@ -222,7 +226,8 @@ class AttemptLoop:
                 raise
             latency = self.clock() - t0
             if record_success:
-                self.record(d, trace, AttemptResult(deployment=d.name, ok=True, latency_s=latency))
+                self.record(d, trace, AttemptResult(deployment=d.name, ok=True,
+                                                    latency_s=self._provider_latency(latency, mark)))
             attempts.append(Attempt(deployment=d.name, outcome="ok", latency_ms=latency * 1000, panic=panic))
             return Success(value, d, (), t0)
         assert error is not None
@@ -239,6 +244,32 @@ class AttemptLoop:
         if expected_ms is not None and expected_ms / 1000 > seconds_left:
             return f"expected latency {expected_ms:.0f} ms exceeds the {seconds_left * 1000:.0f} ms left"
         return None
+
+    async def _call(self, call: AttemptCall[T], d: Deployment, timeout: float, remaining: float) -> T:
+        """One call, timed out after `timeout` seconds of the loop's time.
+
+        Without a lag meter the call enforces `timeout` itself. With one, the call is bounded
+        only by the time the deadline leaves and `credited_timeout` cuts it after `timeout`
+        plus however long the loop ran late meanwhile: an answer that arrived while the
+        process was starved of CPU is not thrown away (and the request then failed) for a
+        delay that was ours. A timeout it makes is a `ProviderTimeout` like the call's own.
+        """
+        if self.lag is None:
+            return await call(d, timeout)
+        try:
+            async with credited_timeout(self.lag, timeout, limit_s=remaining):
+                return await call(d, remaining)
+        except TimeoutError:
+            raise ProviderTimeout(f"no answer within {timeout:g}s (loop stalls not counted)",
+                                  deployment=d.name) from None
+
+    def _provider_latency(self, elapsed: float, mark: float) -> float:
+        """The attempt's latency less the time our loop ran late meanwhile: what the health
+        tracker's latency stats (strategies, the deadline's expected latency) should blame
+        on the provider. The attempt record keeps the wall time the caller saw."""
+        if self.lag is None:
+            return elapsed
+        return max(0.0, elapsed - self.lag.late_since(mark))
 
     def _starved(self, mark: float, timeout: float) -> bool:
         return self.lag is not None and self.lag.max_since(mark) >= self.starved_share * timeout

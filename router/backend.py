@@ -131,9 +131,10 @@ class LiteLLMBackend:
         litellm = litellm_module()
         try:
             # asyncio.timeout, not wait_for: wait_for wraps the call in a new Task (~10 µs a call).
+            # No slack past timeout_s: the attempt loop passes what the deadline leaves.
             # The call's arguments (the key among them) are never a local of this frame: a traceback
             # that captures locals (Sentry, rich) must not carry the key.
-            async with asyncio.timeout(timeout_s + 1.0):
+            async with asyncio.timeout(timeout_s):
                 resp = await litellm.acompletion(messages=list(messages), **params, **_call_args(d, timeout_s))
             result = _chat_result(resp, d)
         except Exception as exc:
@@ -150,7 +151,7 @@ class LiteLLMBackend:
         litellm = litellm_module()
         error: errors.ProviderError | None = None
         try:
-            async with asyncio.timeout(timeout_s + 1.0):
+            async with asyncio.timeout(timeout_s):
                 stream = await litellm.acompletion(
                     messages=list(messages), stream=True, stream_options={"include_usage": True}, **params,
                     **_call_args(d, timeout_s))
@@ -172,7 +173,7 @@ class LiteLLMBackend:
     async def embed(self, d: Deployment, inputs: Sequence[str], *, timeout_s: float) -> EmbedResult:
         litellm = litellm_module()
         try:
-            async with asyncio.timeout(timeout_s + 1.0):
+            async with asyncio.timeout(timeout_s):
                 resp = await litellm.aembedding(input=list(inputs), **_call_args(d, timeout_s))
             data = sorted(resp.data, key=lambda e: e["index"] if isinstance(e, dict) else e.index)
             vectors = [list(e["embedding"] if isinstance(e, dict) else e.embedding) for e in data]

@@ -9,9 +9,18 @@ loop lagged by a large share of the attempt's timeout is recorded as
 `timeout_starved`, which `router.errors.ERROR_KINDS` marks neutral for health.
 The request still falls back as for any timeout.
 
+Timeouts themselves are credited for starvation (`credited_timeout`): an
+attempt's timeout counts only the time the loop was free to run it, so a
+router whose process gets a small share of the CPU (a loaded host, a noisy
+neighbour) does not time out answers that already sit in its socket buffers.
+The caller's deadline still bounds every wait.
+
 >>> lag = LoopLag(interval_s=0.05)  # doctest: +SKIP
 >>> lag.start(); mark = lag.now()  # doctest: +SKIP
->>> lag.max_since(mark)  # seconds the loop ran late since mark  # doctest: +SKIP
+>>> lag.max_since(mark)  # the worst single stall since mark, seconds  # doctest: +SKIP
+>>> lag.late_since(mark)  # every stall since mark added up, seconds  # doctest: +SKIP
+>>> async with credited_timeout(lag, 1.0, limit_s=8.0):  # doctest: +SKIP
+...     await call()
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 
 class LoopLag:
@@ -53,6 +62,18 @@ class LoopLag:
             worst = max(worst, self._clock() - self._expected)
         return worst
 
+    def late_since(self, mark: float) -> float:
+        """Seconds the loop ran late in total since `mark`: every tick's lateness after `mark`
+        added up, with the tick overdue right now. Time the loop could not run what was due."""
+        total = 0.0
+        for woke_at, late in reversed(self._samples):
+            if woke_at < mark:
+                break
+            total += min(late, woke_at - mark)  # a stall that began before mark counts from mark
+        if self._expected is not None:
+            total += max(0.0, self._clock() - max(self._expected, mark))
+        return total
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._tick(), name="router-loop-lag")
@@ -70,3 +91,36 @@ class LoopLag:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+@contextlib.asynccontextmanager
+async def credited_timeout(lag: LoopLag | None, timeout_s: float, *, limit_s: float) -> AsyncIterator[None]:
+    """`asyncio.timeout(timeout_s)`, extended by the time the loop ran late meanwhile, never
+    past `limit_s` seconds (the request's deadline). Raises `TimeoutError` on expiry.
+
+    With `lag` None it is a plain timeout of `min(timeout_s, limit_s)`. The extension is
+    checked when the timeout falls due, so an idle loop pays one timer per wait.
+    """
+    if lag is None:
+        async with asyncio.timeout(max(0.0, min(timeout_s, limit_s))):
+            yield
+        return
+    loop = asyncio.get_running_loop()
+    start, mark = loop.time(), lag.now()
+    limit = start + max(0.0, limit_s)
+    async with asyncio.timeout(None) as timer:
+        pending: list[asyncio.TimerHandle] = []
+
+        def check() -> None:
+            end = min(start + timeout_s + lag.late_since(mark), limit)
+            now = loop.time()
+            if end <= now:
+                timer.reschedule(now)  # fires at once
+            else:
+                pending[0] = loop.call_at(end, check)
+
+        pending.append(loop.call_at(min(start + timeout_s, limit), check))
+        try:
+            yield
+        finally:
+            pending[0].cancel()

@@ -12,7 +12,6 @@ and its text is spliced into the same stream, marked on the span.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,6 +21,7 @@ from router.attempts import Plan, Success
 from router.backend import StreamPiece
 from router.errors import ProviderError, ProviderTimeout, StreamInterrupted, error_type
 from router.health import AttemptResult
+from router.loop_lag import credited_timeout
 from router.models import AssistantMessage, Attempt, FunctionCall, StreamChunk, ToolCall, Usage, new_response_id
 from router.request import ChatRequest
 from router.schema import Deployment
@@ -68,7 +68,7 @@ async def stream_answer(
             wait = ttft_timeout(d, spec.stream_ttft_timeout_s, timeout)
             error: BaseException | None = None
             try:
-                async with asyncio.timeout(wait):
+                async with credited_timeout(p.loop.lag, wait, limit_s=timeout):
                     first = await anext(pieces, None)
             except TimeoutError:
                 error = ProviderTimeout(f"no content within {wait:g}s of the request (first-token timeout)",
@@ -149,13 +149,14 @@ async def _pieces(p: Pipeline, s: OpenStream, d: Deployment, acc: Assembler, idl
         chunk = acc.add(piece, d.name)
         if chunk is not None:
             yield chunk
-        wait = min(idle_s, deadline - p.clock())
+        left = deadline - p.clock()
+        wait = min(idle_s, left)
         error: ProviderError | None = None
         try:
-            async with asyncio.timeout(max(wait, 0.0)):
+            async with credited_timeout(p.loop.lag, idle_s, limit_s=left):
                 piece = await anext(s.pieces, None)
         except TimeoutError:
-            error = StreamInterrupted(f"no content for {wait:.3g}s after the stream began (idle timeout"
+            error = StreamInterrupted(f"no content for {max(wait, 0.0):.3g}s after the stream began (idle timeout"
                                       f"{' or route deadline' if wait < idle_s else ''})", deployment=d.name)
         if error is not None:
             raise error

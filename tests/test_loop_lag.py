@@ -1,0 +1,113 @@
+"""LoopLag on a fake clock, and timeouts credited for the time the loop ran late."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from router.loop_lag import LoopLag, credited_timeout
+from tests.conftest import FakeClock
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_max_since_is_the_worst_tick_after_the_mark(clock: FakeClock) -> None:
+    lag = LoopLag(clock=clock)
+    lag.record(1001.0, 0.9)  # before the mark: not counted
+    mark = 1002.0
+    lag.record(1002.5, 0.2)
+    lag.record(1003.0, 0.4)
+    lag.record(1003.5, -0.01)  # early wake-ups count as 0
+    clock.now = 1004.0
+    assert lag.max_since(mark) == pytest.approx(0.4)
+    assert lag.max_since(1003.2) == 0.0
+    assert lag.max_since(990.0) == pytest.approx(0.9)
+
+
+def test_late_since_adds_every_stall_after_the_mark(clock: FakeClock) -> None:
+    lag = LoopLag(clock=clock)
+    lag.record(1001.0, 0.9)
+    lag.record(1002.5, 0.2)
+    lag.record(1003.0, 0.4)
+    assert lag.late_since(1002.0) == pytest.approx(0.6)
+    # A stall that began before the mark counts only from the mark.
+    assert lag.late_since(1002.8) == pytest.approx(0.2)
+    assert lag.late_since(1004.0) == 0.0
+
+
+def test_old_samples_are_dropped(clock: FakeClock) -> None:
+    lag = LoopLag(clock=clock, keep=3)
+    for i in range(10):
+        lag.record(1000.0 + i, 1.0)
+    assert lag.late_since(0.0) == pytest.approx(3.0)
+
+
+async def test_a_tick_overdue_right_now_counts() -> None:
+    clock = FakeClock()
+    lag = LoopLag(clock=clock, interval_s=0.01)
+    mark = lag.now()
+    lag.start()
+    try:
+        await asyncio.sleep(0)  # the ticker sets when it expects to wake
+        clock.advance(2.0)  # the loop "stalls" for 2 s before the ticker runs again
+        assert lag.max_since(mark) == pytest.approx(2.0 - 0.01)
+        assert lag.late_since(mark) == pytest.approx(2.0 - 0.01)
+    finally:
+        await lag.aclose()
+
+
+async def test_the_ticker_measures_a_blocked_loop() -> None:
+    lag = LoopLag(interval_s=0.01)
+    lag.start()
+    try:
+        await asyncio.sleep(0.05)
+        mark = lag.now()
+        time.sleep(0.3)  # block the loop on purpose
+        await asyncio.sleep(0.05)
+        assert lag.max_since(mark) >= 0.25  # a lower bound: a slower machine only adds lag
+        assert lag.late_since(mark) >= lag.max_since(mark) - 1e-9
+    finally:
+        await lag.aclose()
+
+
+class CreditedLag(LoopLag):
+    """A lag meter that reports a fixed lateness, whatever the loop did."""
+
+    def __init__(self, late_s: float) -> None:
+        super().__init__()
+        self.late_s = late_s
+
+    def late_since(self, mark: float) -> float:
+        return self.late_s
+
+
+async def test_a_credited_timeout_waits_longer_by_the_lag() -> None:
+    # 0.05 s timeout, but the loop "ran late" 30 s meanwhile: a 0.2 s answer is not cut.
+    async with credited_timeout(CreditedLag(30.0), 0.05, limit_s=20.0):
+        await asyncio.sleep(0.2)
+
+
+async def test_a_credited_timeout_still_fires_without_lag() -> None:
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with credited_timeout(CreditedLag(0.0), 0.05, limit_s=20.0):
+            await asyncio.sleep(30)
+    assert 0.05 <= time.monotonic() - started < 10
+
+
+async def test_a_credited_timeout_never_passes_its_limit() -> None:
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with credited_timeout(CreditedLag(1000.0), 0.05, limit_s=0.2):
+            await asyncio.sleep(30)
+    assert 0.2 <= time.monotonic() - started < 10
+
+
+async def test_without_a_meter_it_is_a_plain_timeout() -> None:
+    with pytest.raises(TimeoutError):
+        async with credited_timeout(None, 0.05, limit_s=20.0):
+            await asyncio.sleep(30)
+    async with credited_timeout(None, 5.0, limit_s=5.0):
+        await asyncio.sleep(0)
