@@ -246,19 +246,17 @@ class AttemptLoop:
         return None
 
     async def _call(self, call: AttemptCall[T], d: Deployment, timeout: float, remaining: float) -> T:
-        """One call, timed out after `timeout` seconds of the loop's time.
+        """One call, timed out after `timeout` seconds of the loop's time: the one place an
+        attempt's timeout is enforced (the backend only passes it on to LiteLLM).
 
-        Without a lag meter the call enforces `timeout` itself. With one, the call is bounded
-        only by the time the deadline leaves and `credited_timeout` cuts it after `timeout`
-        plus however long the loop ran late meanwhile: an answer that arrived while the
+        With a lag meter, `credited_timeout` cuts the call after `timeout` plus however long
+        the loop ran late meanwhile, never past the deadline: an answer that arrived while the
         process was starved of CPU is not thrown away (and the request then failed) for a
         delay that was ours. A timeout it makes is a `ProviderTimeout` like the call's own.
         """
-        if self.lag is None:
-            return await call(d, timeout)
         try:
             async with credited_timeout(self.lag, timeout, limit_s=remaining):
-                return await call(d, remaining)
+                return await call(d, remaining if self.lag is not None else timeout)
         except TimeoutError:
             raise ProviderTimeout(f"no answer within {timeout:g}s (loop stalls not counted)",
                                   deployment=d.name) from None

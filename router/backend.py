@@ -108,7 +108,9 @@ class Backend(Protocol):
     """What the router needs of a provider client: three calls, our errors only.
 
     Each raises a `router.errors.ProviderError` subclass (never a foreign
-    exception) and takes `timeout_s`, the attempt's timeout in seconds.
+    exception) and takes `timeout_s`, the attempt's timeout in seconds, to pass
+    on to the provider's client; the caller (the attempt loop, the prober)
+    bounds the whole call.
     """
 
     async def chat(
@@ -130,12 +132,10 @@ class LiteLLMBackend:
     ) -> ChatResult:
         litellm = litellm_module()
         try:
-            # asyncio.timeout, not wait_for: wait_for wraps the call in a new Task (~10 µs a call).
-            # No slack past timeout_s: the attempt loop passes what the deadline leaves.
-            # The call's arguments (the key among them) are never a local of this frame: a traceback
-            # that captures locals (Sentry, rich) must not carry the key.
-            async with asyncio.timeout(timeout_s):
-                resp = await litellm.acompletion(messages=list(messages), **params, **_call_args(d, timeout_s))
+            # The attempt loop bounds the whole call (backend calls are never unbounded there);
+            # `timeout` tells LiteLLM's HTTP client the same. The call's arguments (the key among
+            # them) are never a local of this frame: a traceback that captures locals must not carry it.
+            resp = await litellm.acompletion(messages=list(messages), **params, **_call_args(d, timeout_s))
             result = _chat_result(resp, d)
         except Exception as exc:
             error = map_error(exc, d)
@@ -151,10 +151,9 @@ class LiteLLMBackend:
         litellm = litellm_module()
         error: errors.ProviderError | None = None
         try:
-            async with asyncio.timeout(timeout_s):
-                stream = await litellm.acompletion(
-                    messages=list(messages), stream=True, stream_options={"include_usage": True}, **params,
-                    **_call_args(d, timeout_s))
+            stream = await litellm.acompletion(
+                messages=list(messages), stream=True, stream_options={"include_usage": True}, **params,
+                **_call_args(d, timeout_s))
             async for chunk in stream:
                 piece = _stream_piece(chunk)
                 if piece is not None and piece.usage is not None and not _provider_sent_usage(stream):
@@ -173,8 +172,7 @@ class LiteLLMBackend:
     async def embed(self, d: Deployment, inputs: Sequence[str], *, timeout_s: float) -> EmbedResult:
         litellm = litellm_module()
         try:
-            async with asyncio.timeout(timeout_s):
-                resp = await litellm.aembedding(input=list(inputs), **_call_args(d, timeout_s))
+            resp = await litellm.aembedding(input=list(inputs), **_call_args(d, timeout_s))
             data = sorted(resp.data, key=lambda e: e["index"] if isinstance(e, dict) else e.index)
             vectors = [list(e["embedding"] if isinstance(e, dict) else e.embedding) for e in data]
             result = EmbedResult(vectors, resp.model or d.model, _usage(getattr(resp, "usage", None)))

@@ -24,7 +24,7 @@ from router import backend
 from router.cache import ResponseCache, cache_store_from_url
 from router.client import Router
 from router.decision_log import DecisionLog
-from router.errors import ConfigError, ConfigIssue
+from router.errors import ConfigError, ConfigIssue, ProviderTimeout
 from router.health import CircuitState, HealthTracker
 from router.health_store import SharedHealth
 from router.history import history_store_from_url
@@ -188,8 +188,12 @@ async def load_prompts(settings: RouterSettings) -> TemplateSource | None:
 
 async def send_probe(d: Deployment, probe: Probe) -> None:
     """One tiny completion, the probe's prompt, bounded by the deployment's timeout."""
-    await backend.DEFAULT_BACKEND.chat(d, [{"role": "user", "content": probe.prompt}],
-                                       {"max_tokens": probe.max_tokens}, timeout_s=d.timeout_s)
+    try:
+        async with asyncio.timeout(d.timeout_s):
+            await backend.DEFAULT_BACKEND.chat(d, [{"role": "user", "content": probe.prompt}],
+                                               {"max_tokens": probe.max_tokens}, timeout_s=d.timeout_s)
+    except TimeoutError:
+        raise ProviderTimeout(f"probe: no answer within {d.timeout_s:g}s", deployment=d.name) from None
 
 
 def build_health(

@@ -29,7 +29,8 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from types import TracebackType
 
 
 class LoopLag:
@@ -93,34 +94,43 @@ class LoopLag:
                 await task
 
 
-@contextlib.asynccontextmanager
-async def credited_timeout(lag: LoopLag | None, timeout_s: float, *, limit_s: float) -> AsyncIterator[None]:
+class credited_timeout:
     """`asyncio.timeout(timeout_s)`, extended by the time the loop ran late meanwhile, never
     past `limit_s` seconds (the request's deadline). Raises `TimeoutError` on expiry.
 
     With `lag` None it is a plain timeout of `min(timeout_s, limit_s)`. The extension is
-    checked when the timeout falls due, so an idle loop pays one timer per wait.
+    checked when the timeout falls due, so an idle loop pays one timer per wait. A class
+    rather than a generator-based context manager: it runs on every attempt (~3 µs less).
     """
-    if lag is None:
-        async with asyncio.timeout(max(0.0, min(timeout_s, limit_s))):
-            yield
-        return
-    loop = asyncio.get_running_loop()
-    start, mark = loop.time(), lag.now()
-    limit = start + max(0.0, limit_s)
-    async with asyncio.timeout(None) as timer:
-        pending: list[asyncio.TimerHandle] = []
 
-        def check() -> None:
-            end = min(start + timeout_s + lag.late_since(mark), limit)
-            now = loop.time()
-            if end <= now:
-                timer.reschedule(now)  # fires at once
-            else:
-                pending[0] = loop.call_at(end, check)
+    __slots__ = ("_handle", "_lag", "_limit_s", "_loop", "_mark", "_start", "_timeout_s", "_timer")
 
-        pending.append(loop.call_at(min(start + timeout_s, limit), check))
-        try:
-            yield
-        finally:
-            pending[0].cancel()
+    def __init__(self, lag: LoopLag | None, timeout_s: float, *, limit_s: float) -> None:
+        self._lag, self._timeout_s, self._limit_s = lag, timeout_s, limit_s
+        self._handle: asyncio.TimerHandle | None = None
+
+    async def __aenter__(self) -> None:
+        if self._lag is None:
+            self._timer = asyncio.timeout(max(0.0, min(self._timeout_s, self._limit_s)))
+            await self._timer.__aenter__()
+            return
+        self._loop = loop = asyncio.get_running_loop()
+        self._start, self._mark = loop.time(), self._lag.now()
+        self._timer = asyncio.timeout(None)
+        await self._timer.__aenter__()
+        self._handle = loop.call_at(self._start + min(self._timeout_s, max(0.0, self._limit_s)), self._check)
+
+    def _check(self) -> None:
+        assert self._lag is not None
+        end = self._start + min(self._timeout_s + self._lag.late_since(self._mark), max(0.0, self._limit_s))
+        now = self._loop.time()
+        if end <= now:
+            self._timer.reschedule(now)  # fires at once
+        else:
+            self._handle = self._loop.call_at(end, self._check)
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        await self._timer.__aexit__(exc_type, exc, tb)
