@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from router.redis_client import client_from_url, read_hash_at_server_time
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -124,22 +126,12 @@ class RedisSharedHealth:
         refresh_interval_s: float = 0.5,
         timeout_s: float = 1.0,
     ) -> None:
-        try:
-            from redis.asyncio import Redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ImportError("shared health needs redis: pip install llm-policy-router[redis]") from exc
         self.refresh_interval_s = refresh_interval_s
         self._key = f"{prefix}open"
         self._owns_client = isinstance(url_or_client, str)
         if isinstance(url_or_client, str):
-            self._client: Redis = Redis.from_url(
-                url_or_client,
-                socket_timeout=timeout_s,
-                socket_connect_timeout=timeout_s,
-                retry=Retry(NoBackoff(), 0),
-            )
+            self._client: Redis = client_from_url(url_or_client, timeout_s=timeout_s, retries=0,
+                                                  needed_by="shared health")
         else:
             self._client = url_or_client
         self._publish = self._client.register_script(_PUBLISH_OPEN)
@@ -149,11 +141,7 @@ class RedisSharedHealth:
         await self._publish(keys=[self._key], args=[deployment, remaining_ms, int(cooldown_s * 1000)])
 
     async def fetch_open(self) -> dict[str, SharedOpen]:
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.time()
-            pipe.hgetall(self._key)
-            (seconds, micros), fields = await pipe.execute()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        now_ms, fields = await read_hash_at_server_time(self._client, self._key)
         opens: dict[str, SharedOpen] = {}
         for raw_name, raw_value in fields.items():
             parsed = _parse_value(raw_value)

@@ -96,15 +96,24 @@ RouterFactory = Callable[..., Awaitable[Router]]
 
 
 class FakeClock:
-    """A monotonic clock that moves only when a test says so: no test sleeps or depends on speed."""
+    """A monotonic clock that moves only when a test says so: no test sleeps or depends on speed.
+
+    Call it for the time in seconds; `advance` moves it; `sleep` is an async stand-in for
+    `asyncio.sleep` that records the wait in `sleeps` and moves the clock by it at once.
+    """
 
     def __init__(self, now: float = 1000.0) -> None:
         self.now = now
+        self.sleeps: list[float] = []
 
     def __call__(self) -> float:
         return self.now
 
     def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
         self.now += seconds
 
 

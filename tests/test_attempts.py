@@ -22,23 +22,9 @@ from router.errors import (
 from router.health import BreakerConfig, HealthTracker
 from router.schema import Deployment, Retry
 from router.tracing import Telemetry
+from tests.conftest import FakeClock
 
 CTX = RequestContext(operation="chat", tenant="t", prompt_tokens=100, max_tokens=100)
-
-
-class FakeTime:
-    """A clock that only moves when the loop sleeps or a fake call takes time."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def dep(name: str, window: int = 8000) -> Deployment:
@@ -50,7 +36,7 @@ def plan(*deps: Deployment, attempts: int = 1, deadline: float = 60.0, backoff: 
                 deadline_s=deadline, attempt_timeout_s=None, fit_context=True)
 
 
-def scripted(script: dict[str, list[ProviderError | str]], clock: FakeTime, cost: float = 0.01):  # type: ignore[no-untyped-def]
+def scripted(script: dict[str, list[ProviderError | str]], clock: FakeClock, cost: float = 0.01):  # type: ignore[no-untyped-def]
     calls: list[tuple[str, float]] = []
 
     async def call(d: Deployment, timeout: float) -> str:
@@ -64,7 +50,7 @@ def scripted(script: dict[str, list[ProviderError | str]], clock: FakeTime, cost
     return call, calls
 
 
-def make_loop(clock: FakeTime, **breaker: object) -> AttemptLoop:
+def make_loop(clock: FakeClock, **breaker: object) -> AttemptLoop:
     health = HealthTracker(BreakerConfig(**breaker), clock=clock)
     return AttemptLoop(health=health, clock=clock, rng=random.Random(0), sleep=clock.sleep)
 
@@ -77,7 +63,7 @@ def err(cls: Callable[..., ProviderError], **kw: object) -> ProviderError:
 
 
 async def test_retries_then_succeeds_on_same_deployment() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     call, _ = scripted({"a": [err(ProviderUnavailable), "ok"]}, clock)
     ok = await make_loop(clock).run(plan(dep("a"), attempts=2), CTX, call, TRACE)
     assert ok.value == "ok" and ok.deployment.name == "a"
@@ -86,7 +72,7 @@ async def test_retries_then_succeeds_on_same_deployment() -> None:
 
 
 async def test_backoff_is_exponential_and_honours_retry_after() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     loop = make_loop(clock)
     retry = Retry(attempts=5, backoff_s=0.1, max_backoff_s=10, jitter=0)
     assert [loop.backoff_s(retry, n, None) for n in (1, 2, 3)] == pytest.approx([0.1, 0.2, 0.4])
@@ -97,7 +83,7 @@ async def test_backoff_is_exponential_and_honours_retry_after() -> None:
 
 
 async def test_falls_back_after_retries_are_spent() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     call, calls = scripted({"a": [err(ProviderUnavailable)] * 2, "b": ["from-b"]}, clock)
     ok = await make_loop(clock).run(plan(dep("a"), dep("b"), attempts=2), CTX, call, TRACE)
     assert ok.deployment.name == "b"
@@ -105,7 +91,7 @@ async def test_falls_back_after_retries_are_spent() -> None:
 
 
 async def test_caller_error_fails_fast_without_fallback() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     call, calls = scripted({"a": [err(InvalidRequest)], "b": ["never"]}, clock)
     with pytest.raises(InvalidRequest):
         await make_loop(clock).run(plan(dep("a"), dep("b"), attempts=3), CTX, call, TRACE)
@@ -113,7 +99,7 @@ async def test_caller_error_fails_fast_without_fallback() -> None:
 
 
 async def test_context_window_error_skips_to_a_larger_window() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     call, calls = scripted({"a": [err(ContextWindowExceeded)], "b": ["never"], "c": ["big"]}, clock)
     ok = await make_loop(clock).run(
         plan(dep("a", 4000), dep("b", 4000), dep("c", 100000), attempts=3), CTX, call, TRACE)
@@ -122,7 +108,7 @@ async def test_context_window_error_skips_to_a_larger_window() -> None:
 
 
 async def test_deployments_too_small_for_the_prompt_are_not_called() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     call, calls = scripted({"b": ["ok"]}, clock)
     ctx = RequestContext(operation="chat", tenant="t", prompt_tokens=5000, max_tokens=500)
     ok = await make_loop(clock).run(plan(dep("a", 4000), dep("b", 8000)), ctx, call, TRACE)
@@ -130,21 +116,21 @@ async def test_deployments_too_small_for_the_prompt_are_not_called() -> None:
 
 
 async def test_auth_error_skips_the_deployment_without_retry() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     call, calls = scripted({"a": [err(AuthenticationFailed)], "b": ["ok"]}, clock)
     ok = await make_loop(clock).run(plan(dep("a"), dep("b"), attempts=3), CTX, call, TRACE)
     assert ok.deployment.name == "b" and [c[0] for c in calls] == ["a", "b"]
 
 
 async def test_long_retry_after_falls_back_instead_of_waiting() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     call, _ = scripted({"a": [err(RateLimited, retry_after=30.0)], "b": ["ok"]}, clock)
     ok = await make_loop(clock).run(plan(dep("a"), dep("b"), attempts=3), CTX, call, TRACE)
     assert ok.deployment.name == "b" and clock.sleeps == []
 
 
 async def test_all_failed_lists_every_attempt() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     call, _ = scripted({"a": [err(ProviderUnavailable)], "b": [err(RateLimited)]}, clock)
     with pytest.raises(AllAttemptsFailed) as info:
         await make_loop(clock).run(plan(dep("a"), dep("b")), CTX, call, TRACE)
@@ -154,7 +140,7 @@ async def test_all_failed_lists_every_attempt() -> None:
 
 
 async def test_deadline_bounds_the_attempt_timeout_and_stops_the_loop() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     call, calls = scripted({"a": [err(ProviderUnavailable)] * 5}, clock, cost=1.0)
     with pytest.raises(DeadlineExceeded):
         await make_loop(clock).run(plan(dep("a"), attempts=5, deadline=2.5, backoff=0.2), CTX, call, TRACE)
@@ -163,7 +149,7 @@ async def test_deadline_bounds_the_attempt_timeout_and_stops_the_loop() -> None:
 
 
 async def test_open_circuits_are_skipped() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     loop = make_loop(clock, consecutive_failures=1, cooldown_s=30)
     call, _ = scripted({"a": [err(ProviderUnavailable)], "b": ["ok", "ok"]}, clock)
     await loop.run(plan(dep("a"), dep("b")), CTX, call, TRACE)
@@ -174,7 +160,7 @@ async def test_open_circuits_are_skipped() -> None:
 
 
 async def test_panic_mode_calls_the_deployment_that_recovers_first() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     loop = make_loop(clock, consecutive_failures=1, cooldown_s=30)
     call, _ = scripted({"a": [err(ProviderUnavailable)], "b": [err(ProviderUnavailable)]}, clock)
     with pytest.raises(AllAttemptsFailed):

@@ -16,10 +16,10 @@ import pytest
 
 from router.cache import CacheStore, MemoryCacheStore, cache_store_from_url
 from router.cache.memory import ENTRY_OVERHEAD
+from tests.conftest import FakeClock
 from tests.test_cache_support import (
     DOWN_URL,
     REDIS_URL,
-    FakeClock,
     delete_prefix,
     needs_redis,
     new_prefix,

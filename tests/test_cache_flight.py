@@ -23,7 +23,8 @@ from router.cache import (
     ResponseCache,
     cache_store_from_url,
 )
-from tests.test_cache_support import DOWN_URL, FakeClock, delete_prefix, needs_redis, new_prefix, redis_url
+from tests.conftest import FakeClock
+from tests.test_cache_support import DOWN_URL, delete_prefix, needs_redis, new_prefix, redis_url
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -43,11 +43,3 @@ def delete_prefix(prefix: str) -> None:
     if keys:
         client.delete(*keys)
     client.close()
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now

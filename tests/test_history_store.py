@@ -16,20 +16,13 @@ import pytest
 
 from router.errors import InvalidRequest
 from router.history import HistoryStore, HistoryStoreError, MemoryHistoryStore, history_store_from_url
+from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.timeout(30)
 
 REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 HI = {"role": "user", "content": "hi"}
 HELLO = {"role": "assistant", "content": "hello"}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 async def redis_or_skip() -> Any:

@@ -22,6 +22,7 @@ from router.quality import (
     QualityView,
     tracker_from_url,
 )
+from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -40,14 +41,6 @@ def _redis_down() -> str | None:
 
 REDIS_DOWN = _redis_down()
 needs_redis = pytest.mark.skipif(REDIS_DOWN is not None, reason=REDIS_DOWN or "")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _drop_prefix(prefix: str) -> None:

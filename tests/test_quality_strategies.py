@@ -21,18 +21,11 @@ from router.strategies_learned import (
     LearnedBestQuality,
     ThompsonSampling,
 )
+from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.timeout(30)
 
 PRICES = PriceBook(cost_map={})
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def dep(name: str, quality: float, price: float = 1.0) -> Deployment:

@@ -29,6 +29,7 @@ from router.quota import (
     store_from_url,
 )
 from router.quota.base import window_end, window_id
+from tests.conftest import FakeClock
 
 REDIS_URL = os.environ.get("ROUTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -49,14 +50,6 @@ needs_redis = pytest.mark.skipif(REDIS_DOWN is not None, reason=REDIS_DOWN or ""
 
 def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def tenants(default: dict[str, Any] | None = None, others: dict[str, Any] | None = None,

@@ -25,9 +25,9 @@ from router.quota.base import QuotaStoreError
 from router.quota.plan import settle_plan
 from router.quota.redis import RedisStore
 from tests import test_quota
+from tests.conftest import FakeClock
 from tests.test_quota import (
     REDIS_URL,
-    FakeClock,
     needs_redis,
     reserve,
     tenants,

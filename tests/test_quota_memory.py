@@ -6,7 +6,8 @@ import pytest
 
 from router.errors import QuotaStoreUnavailable
 from router.quota import MemoryStore, QuotaManager
-from tests.test_quota import FakeClock, at, reserve, tenants
+from tests.conftest import FakeClock
+from tests.test_quota import at, reserve, tenants
 
 pytestmark = pytest.mark.timeout(30)
 

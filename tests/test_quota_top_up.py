@@ -9,9 +9,9 @@ import pytest
 
 from router.quota import MemoryStore, QuotaManager, Reservation
 from tests import test_quota
+from tests.conftest import FakeClock
 from tests.test_quota import (
     DownStore,
-    FakeClock,
     at,
     reserve,
     tenants,

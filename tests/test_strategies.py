@@ -10,6 +10,7 @@ from router.health import AttemptResult, BreakerConfig, HealthTracker
 from router.pricing import PriceBook
 from router.schema import Deployment, Price, Route, Slo
 from router.strategies import STRATEGIES, build_strategy
+from tests.conftest import FakeClock
 
 CTX = RequestContext(operation="chat", tenant="t")
 
@@ -22,14 +23,6 @@ def dep(name: str, price: float, quality: float, prior: float = 1000.0) -> Deplo
 A, B, C = dep("a", 5.0, 0.9, 300), dep("b", 0.5, 0.6, 100), dep("c", 1.0, 0.8, 200)
 PRICES = PriceBook(cost_map={})
 NO_WARMUP = BreakerConfig(latency_warmup_samples=0)  # every recorded latency counts here
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def names(seq: object) -> list[str]:

@@ -27,20 +27,13 @@ from router.strategies import (
     Strategy,
     build_strategy,
 )
+from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.timeout(60)
 
 CTX = RequestContext(operation="chat", tenant="t")
 PRICES = PriceBook(cost_map={})
 N = 200  # well above EXACT_ROUTE and REFRESH_HEAD + REFRESH_SWEEP
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def deployments(n: int = N) -> list[Deployment]:

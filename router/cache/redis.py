@@ -22,17 +22,14 @@ import time
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from router.redis_client import client_from_url, pop_query_option, redis_missing, store_name
 
 try:
-    from redis.asyncio import BlockingConnectionPool, Redis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
+    from redis.asyncio import Redis
     from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "the Redis cache store needs the redis package: pip install llm-policy-router[redis]"
-    ) from exc
+    raise redis_missing("the Redis cache store") from exc
 
 from router.cache.base import CacheStore, StoreStats
 
@@ -93,22 +90,11 @@ class RedisCacheStore(CacheStore):
         lookup that waits longer than that costs more than it saves. The pool
         blocks (up to `timeout_s`) when all `max_connections` are busy.
         """
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        prefix = next((v for k, v in query if k == "prefix"), "llmr:cache:")
-        rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-        pool = BlockingConnectionPool.from_url(
-            urlunsplit(parts._replace(query=rest)),
-            max_connections=max_connections,
-            timeout=timeout_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-        )
-        host = parts.hostname or "localhost"
-        port = f":{parts.port}" if parts.port else ""
-        return cls(Redis.from_pool(pool), prefix=prefix, retry_after_s=retry_after_s,
-                   name=f"{parts.scheme}://{host}{port}{parts.path}", clock=clock or time.monotonic)
+        redis_url, prefix = pop_query_option(url, "prefix", "llmr:cache:")
+        client = client_from_url(redis_url, timeout_s=timeout_s, retries=0,
+                                 max_connections=max_connections, needed_by="the Redis cache store")
+        return cls(client, prefix=prefix, retry_after_s=retry_after_s, name=store_name(url),
+                   clock=clock or time.monotonic)
 
     def _value_key(self, key: str) -> str:
         return f"{self._prefix}v:{key}"

@@ -14,13 +14,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from router.redis_client import client_from_url, redis_missing, store_name
+
 try:
     from redis.asyncio import Redis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
     from redis.exceptions import RedisError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError("the Redis history store needs the redis package: pip install llm-policy-router[redis]") from exc
+    raise redis_missing("the Redis history store") from exc
 
 from router.history.base import (
     DEFAULT_TTL_S,
@@ -55,13 +55,11 @@ class RedisHistoryStore(HistoryStore):
         query = parse_qsl(parts.query, keep_blank_values=True)
         ours = {k: v for k, v in query if k in ("prefix", "ttl_s")}
         rest = urlencode([(k, v) for k, v in query if k not in ours])
-        client = Redis.from_url(urlunsplit(parts._replace(query=rest)), socket_timeout=timeout_s,
-                                socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 1))
-        host = parts.hostname or "localhost"
-        port = f":{parts.port}" if parts.port else ""
+        client = client_from_url(urlunsplit(parts._replace(query=rest)), timeout_s=timeout_s, retries=1,
+                                 needed_by="the Redis history store")
         return cls(client, prefix=ours.get("prefix", "llmr:hist:"),
                    ttl_s=ttl_s if ttl_s is not None else float(ours.get("ttl_s", DEFAULT_TTL_S)),
-                   name=f"{parts.scheme}://{host}{port}{parts.path}", owns_client=True)
+                   name=store_name(url), owns_client=True)
 
     def key(self, tenant: str, conversation_id: str) -> str:
         """The Redis key of one conversation."""

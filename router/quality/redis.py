@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from router.quality.base import Decay, Evidence, FeedbackNotFound, FeedbackTarget, QualityKey, QualityStore
 from router.redact import url_for_display
+from router.redis_client import client_from_url, read_hash_at_server_time
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -92,17 +93,11 @@ class RedisQualityStore(QualityStore):
 
     def __init__(self, url_or_client: str | Redis, *, prefix: str = "llmr:quality:", max_keys: int = 10_000,
                  retention_s: float = 30 * 24 * 3600.0, timeout_s: float = 1.0) -> None:
-        try:
-            from redis.asyncio import Redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ImportError("the Redis quality store needs redis: pip install llm-policy-router[redis]") from exc
         self._owns_client = isinstance(url_or_client, str)
         if isinstance(url_or_client, str):
             self.name = url_for_display(url_or_client)  # never the password in the URL
-            self._client: Redis = Redis.from_url(url_or_client, socket_timeout=timeout_s,
-                                                 socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+            self._client: Redis = client_from_url(url_or_client, timeout_s=timeout_s, retries=0,
+                                                  needed_by="the Redis quality store")
         else:
             self.name = "redis"
             self._client = url_or_client
@@ -122,11 +117,7 @@ class RedisQualityStore(QualityStore):
         return [_parse(_text(raw), 0.0) if _text(raw) else None for raw in reply]
 
     async def fetch_all(self) -> dict[QualityKey, Evidence]:
-        async with self._client.pipeline(transaction=False) as pipe:
-            pipe.time()
-            pipe.hgetall(self._evidence_key)
-            (seconds, micros), fields = await pipe.execute()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        now_ms, fields = await read_hash_at_server_time(self._client, self._evidence_key)
         out: dict[QualityKey, Evidence] = {}
         for raw_field, raw_value in fields.items():
             parts = _text(raw_field).split(_SEP)

@@ -25,18 +25,15 @@ import hashlib
 from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from router.redis_client import client_from_url, pop_query_option, redis_missing, store_name
 
 try:
-    from redis.asyncio import BlockingConnectionPool, Redis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
+    from redis.asyncio import Redis
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import NoScriptError, RedisError
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "the Redis quota store needs the redis package: pip install llm-policy-router[redis]"
-    ) from exc
+    raise redis_missing("the Redis quota store") from exc
 
 from router.quota.base import (
     Admitted,
@@ -109,22 +106,10 @@ class RedisStore(QuotaStore):
         (up to `timeout_s`) rather than failing when all `max_connections` are
         busy, so a burst of requests queues instead of erroring.
         """
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        prefix = next((v for k, v in query if k == "prefix"), "llmr:")
-        rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-        pool = BlockingConnectionPool.from_url(
-            urlunsplit(parts._replace(query=rest)),
-            max_connections=max_connections,
-            timeout=timeout_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1),
-        )
-        host = parts.hostname or "localhost"
-        port = f":{parts.port}" if parts.port else ""
-        return cls(Redis.from_pool(pool), prefix=prefix,
-                   name=f"{parts.scheme}://{host}{port}{parts.path}", clock=clock)
+        redis_url, prefix = pop_query_option(url, "prefix", "llmr:")
+        client = client_from_url(redis_url, timeout_s=timeout_s, retries=1,
+                                 max_connections=max_connections, needed_by="the Redis quota store")
+        return cls(client, prefix=prefix, name=store_name(url), clock=clock)
 
     def _now(self) -> str:
         return "" if self._clock is None else repr(self._clock())

@@ -8,7 +8,9 @@ Endpoints: ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``),
 ``POST /v1/embeddings``, ``GET /v1/models`` (also served without ``/v1``), and
 Anthropic's ``POST /v1/messages`` (also ``/v1/v1/messages``, where LiteLLM's
 ``anthropic/<model>`` lands with ``api_base=sim.base_url``; see
-``router.sim.anthropic``). Both chat endpoints share one request path.
+``router.sim.anthropic``). Both chat endpoints share one request path; the
+embeddings answer is ``router.sim.embeddings``, and every endpoint takes its
+outcome and latency from ``router.sim.outcome``.
 
 Order of checks for a request: JSON body -> model known (404) -> recorded
 (``last_request``) -> key (401) -> request shape (400) -> context window (400) -> outcome (scripted, else
@@ -39,12 +41,10 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import base64
 import dataclasses
 import functools
 import json
 import random
-import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from types import TracebackType
@@ -52,10 +52,12 @@ from typing import Any
 
 from aiohttp import web
 
-from router.sim import generation, payloads, replies, wire
+from router.sim import payloads, replies, wire
 from router.sim.anthropic import ANTHROPIC
 from router.sim.dialect import OPENAI, Dialect
+from router.sim.embeddings import answer_embeddings
 from router.sim.models import Fault, ModelStats, SimModel
+from router.sim.outcome import take_outcome
 from router.sim.recording import RecordedRequest
 from router.sim.state import ModelState
 
@@ -302,47 +304,6 @@ class SimServer:
             raise wire.reject(401, payloads.auth_error())
         return body, state
 
-    async def _take_outcome(
-        self,
-        request: web.Request,
-        state: ModelState,
-        *,
-        stream: bool,
-        prompt_tokens: int,
-        dialect: Dialect,
-    ) -> tuple[Fault, web.StreamResponse | None]:
-        """Draw the outcome and wait out the latency; error outcomes raise.
-
-        Returns the fault and, for a streamed KEEPALIVE, the SSE response
-        already opened (its comments went out while "thinking").
-        """
-        model = state.model
-        fault = state.next_outcome(self._rng)
-        credential = request.headers.get("Authorization") or request.headers.get("x-api-key") or ""
-        failure = wire.fault_response(
-            fault,
-            model,
-            stream=stream,
-            authorization=credential,
-            prompt_tokens=prompt_tokens,
-            event_prefix=dialect.event_prefix,
-        )
-        if failure is not None:
-            raise wire.Reject(failure)
-        opened = None
-        if fault is Fault.KEEPALIVE and stream:
-            opened = web.StreamResponse(headers=wire.SSE_HEADERS)
-            await opened.prepare(request)
-            await wire.keep_alive(opened, dialect.keepalive_frame, model.keepalive_s, model.keepalive_interval_s)
-        elif fault is Fault.KEEPALIVE:
-            await asyncio.sleep(model.keepalive_s)
-        if fault is Fault.HANG:
-            await asyncio.sleep(model.hang_s)
-        ttft_s = generation.sample_ttft_s(model.ttft_ms, self._rng)
-        if ttft_s > 0:
-            await asyncio.sleep(ttft_s)
-        return fault, opened
-
     async def _chat(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         raw, state = await self._admit(request)
         body = dialect.chat_body(raw)
@@ -359,8 +320,8 @@ class SimServer:
         except replies.ContextWindowExceeded:
             state.context_errors += 1
             raise
-        fault, opened = await self._take_outcome(
-            request, state, stream=reply.stream, prompt_tokens=reply.prompt_tokens, dialect=dialect
+        fault, opened = await take_outcome(
+            request, state, self._rng, stream=reply.stream, prompt_tokens=reply.prompt_tokens, dialect=dialect
         )
         cached = state.prompt_cache.cached_tokens(reply.prompt_units, state.model)
         reply = dataclasses.replace(reply, cached_tokens=cached)
@@ -407,27 +368,4 @@ class SimServer:
 
     async def _embeddings(self, request: web.Request) -> web.StreamResponse:
         body, state = await self._admit(request)
-        model = state.model
-        texts = wire.embedding_inputs(body.get("input"))
-        token_counts = [generation.estimate_text_tokens(text) for text in texts]
-        if max(token_counts) > model.context_window:
-            state.context_errors += 1
-            raise wire.reject(
-                400, payloads.context_length_error(model.context_window, max(token_counts))
-            )
-        fault, _ = await self._take_outcome(
-            request, state, stream=False, prompt_tokens=sum(token_counts), dialect=OPENAI
-        )
-        vectors: list[Any] = [
-            generation.embed_text(text, model.name, model.embedding_dim) for text in texts
-        ]
-        if body.get("encoding_format") == "base64":
-            vectors = [base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() for v in vectors]
-        result = payloads.embeddings(model.name, vectors, None if model.omit_usage else sum(token_counts))
-        if fault is Fault.NO_CHOICES:
-            del result["data"]
-        if fault in (Fault.STREAM_CUT, Fault.CUT_AFTER_FIRST_CHUNK):
-            return await wire.send_truncated(request, json.dumps(result).encode())
-        if fault is Fault.NONE:
-            state.record_success(sum(token_counts), 0)
-        return wire.json_response(result)
+        return await answer_embeddings(request, body, state, self._rng)
