@@ -13,17 +13,18 @@ from router.errors import AllAttemptsFailed, ProviderTimeout, ProviderUnavailabl
 from router.health import AttemptResult, BreakerConfig, CircuitState, HealthTracker
 from router.loop_lag import LoopLag
 from router.schema import Deployment
-from tests.test_attempts import CTX, TRACE, FakeTime, dep, err, make_loop, plan, scripted
+from tests.conftest import FakeClock
+from tests.test_attempts import CTX, TRACE, dep, err, make_loop, plan, scripted
 
 pytestmark = pytest.mark.timeout(30)
 
 
-def lagging_loop(clock: FakeTime, lag: LoopLag) -> AttemptLoop:
+def lagging_loop(clock: FakeClock, lag: LoopLag) -> AttemptLoop:
     health = HealthTracker(BreakerConfig(consecutive_failures=1, cooldown_s=30), clock=clock)
     return AttemptLoop(health=health, clock=clock, rng=random.Random(0), sleep=clock.sleep, lag=lag)
 
 
-def timeout_during(clock: FakeTime, lag: LoopLag, stall_s: float):  # type: ignore[no-untyped-def]
+def timeout_during(clock: FakeClock, lag: LoopLag, stall_s: float):  # type: ignore[no-untyped-def]
     """A call to "a" that times out while the loop stalled `stall_s`; "b" answers."""
     calls: list[str] = []
 
@@ -42,7 +43,7 @@ def timeout_during(clock: FakeTime, lag: LoopLag, stall_s: float):  # type: igno
 async def test_a_timeout_while_the_loop_lagged_is_not_the_providers_fault(
     stall_s: float, state: CircuitState
 ) -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     lag = LoopLag(clock=clock)
     loop = lagging_loop(clock, lag)
     call, calls = timeout_during(clock, lag, stall_s)
@@ -55,7 +56,7 @@ async def test_a_timeout_while_the_loop_lagged_is_not_the_providers_fault(
 
 
 async def test_starved_timeouts_are_retried_as_timeouts_but_never_open_the_circuit() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     lag = LoopLag(clock=clock)
     loop = lagging_loop(clock, lag)
     call, calls = timeout_during(clock, lag, 3.0)
@@ -88,7 +89,7 @@ def slow_then_fast(seconds: float):  # type: ignore[no-untyped-def]
 
 
 async def test_the_loop_times_out_a_hung_call_itself_when_it_measures_lag() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     loop = lagging_loop(clock, FixedLag(0.0))
     call, calls = slow_then_fast(30)
     ok = await loop.run(plan(Deployment(name="a", model="openai/a", timeout_s=0.05), dep("b")), CTX, call, TRACE)
@@ -98,7 +99,7 @@ async def test_the_loop_times_out_a_hung_call_itself_when_it_measures_lag() -> N
 
 
 async def test_an_answer_delayed_by_our_own_lag_is_not_timed_out() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     loop = lagging_loop(clock, FixedLag(30.0))  # the loop "ran late" 30 s during the call
     call, _ = slow_then_fast(0.2)
     ok = await loop.run(plan(Deployment(name="a", model="openai/a", timeout_s=0.05), dep("b")), CTX, call, TRACE)
@@ -120,7 +121,7 @@ def open_circuit(loop: AttemptLoop, name: str) -> None:
 async def test_max_ejection_percent_caps_how_much_of_a_route_is_skipped(
     cap: int, ejected: list[str], called: list[str]
 ) -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     loop = make_loop(clock, consecutive_failures=1, cooldown_s=30)
     for name in ejected:
         open_circuit(loop, name)
@@ -134,7 +135,7 @@ async def test_max_ejection_percent_caps_how_much_of_a_route_is_skipped(
 
 
 async def test_panic_after_an_error_tries_every_skipped_deployment_soonest_to_recover_first() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     loop = make_loop(clock, consecutive_failures=1, cooldown_s=30)
     open_circuit(loop, "c")  # c opened first, so it recovers first
     clock.now += 5
@@ -151,7 +152,7 @@ async def test_panic_after_an_error_tries_every_skipped_deployment_soonest_to_re
 
 
 async def test_panic_mode_that_fails_reports_every_attempt() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     loop = make_loop(clock, consecutive_failures=1, cooldown_s=30)
     open_circuit(loop, "a")
     call, calls = scripted({"b": [err(ProviderUnavailable)], "a": [err(ProviderUnavailable)]}, clock)
@@ -163,7 +164,7 @@ async def test_panic_mode_that_fails_reports_every_attempt() -> None:
 
 
 async def test_latency_stats_blame_the_provider_only_for_its_own_time() -> None:
-    clock = FakeTime()
+    clock = FakeClock(0.0)
     lag = LoopLag(clock=clock)
     health = HealthTracker(BreakerConfig(latency_warmup_samples=0), clock=clock)
     loop = AttemptLoop(health=health, clock=clock, rng=random.Random(0), sleep=clock.sleep, lag=lag)
