@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
 
@@ -144,8 +145,29 @@ async def test_deadline_bounds_the_attempt_timeout_and_stops_the_loop() -> None:
     call, calls = scripted({"a": [err(ProviderUnavailable)] * 5}, clock, cost=1.0)
     with pytest.raises(DeadlineExceeded):
         await make_loop(clock).run(plan(dep("a"), attempts=5, deadline=2.5, backoff=0.2), CTX, call, TRACE)
-    assert calls[0][1] == 2.5  # the timeout is cut to what the deadline leaves
+    # The call is told the configured timeout (a constant: LiteLLM keys its HTTP clients on it);
+    # the loop itself bounds each call by what the deadline leaves (next test).
+    assert calls[0][1] == calls[1][1] == dep("a").timeout_s
     assert len(calls) == 2
+
+
+async def test_the_loop_cuts_a_call_at_what_the_deadline_leaves() -> None:
+    clock = FakeClock(0.0)  # the deadline is read on this clock; the cut is a real 0.2 s timer
+
+    async def hangs(d: Deployment, timeout: float) -> str:
+        await asyncio.sleep(30)
+        return "late"
+
+    with pytest.raises(AllAttemptsFailed) as info:
+        await make_loop(clock).run(plan(dep("a"), deadline=0.2), CTX, hangs, TRACE)
+    assert [a.error_type for a in info.value.attempts] == ["timeout"]
+
+
+async def test_the_timeout_handed_to_calls_is_the_same_on_every_attempt() -> None:
+    clock = FakeClock(0.0)
+    call, calls = scripted({"a": [err(ProviderUnavailable)] * 3 + ["ok"]}, clock, cost=0.7)
+    await make_loop(clock).run(plan(dep("a"), attempts=4, deadline=50, backoff=0.0), CTX, call, TRACE)
+    assert len({t for _, t in calls}) == 1  # never the shrinking time left
 
 
 async def test_open_circuits_are_skipped() -> None:
