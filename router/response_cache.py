@@ -67,8 +67,10 @@ def plan_for(route: CompiledRoute, tenant: str, mode: str, *, deterministic: boo
 def chat_key(plan: CachePlan, request: ChatRequest, params: dict[str, Any]) -> str:
     """The key of a chat answer: partition, route, messages, every output-changing parameter, deployments."""
     try:
+        # checked: build_chat_request validated every message and parameter as plain JSON
         return cache_key(partition=plan.partition, route=plan.route, deployments=plan.deployments,
-                         request={"messages": list(request.messages), "params": params, "stream": request.stream})
+                         request={"messages": list(request.messages), "params": params, "stream": request.stream},
+                         checked=True)
     except CacheKeyError as exc:
         raise InvalidRequest(str(exc), field=exc.path) from None
 

@@ -71,6 +71,8 @@ class MemoryCacheStore(CacheStore):
             maxsize=max_bytes, ttu=_expires, timer=clock, getsizeof=_size
         )
         self._locks: dict[str, tuple[str, float]] = {}
+        self._counted = 0  # entries at the last count
+        self._since_count = 0  # writes since
         self._read = 0
         self._written = 0
 
@@ -82,12 +84,18 @@ class MemoryCacheStore(CacheStore):
         return entry.value
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        if _size(_Entry(value, ttl_s)) > self.max_bytes:
+        entry = _Entry(value, ttl_s)
+        if _size(entry) > self.max_bytes:
             return
-        self._entries[key] = _Entry(value, ttl_s)
+        self._entries[key] = entry
         self._written += len(value)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem()
+        # len() of a TLRUCache expires entries first (~5 µs): counted only once enough writes
+        # since the last count could have passed the bound.
+        self._since_count += 1
+        if self._since_count + self._counted > self.max_entries:
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem()
+            self._counted, self._since_count = len(self._entries), 0
 
     def _holder(self, key: str) -> str | None:
         held = self._locks.get(key)

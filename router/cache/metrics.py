@@ -14,7 +14,7 @@ route and the event kind, never a key or a tenant.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 from typing import Literal
 
 #: hit: answered from the store at once; coalesced: answered by another caller's
@@ -68,26 +68,31 @@ _FIELD: dict[EventKind, str] = {
 }
 
 
+_ZERO = tuple(f.name for f in fields(RouteCounters))
+
+
 class CacheCounters:
     """A `CacheObserver` that keeps `RouteCounters` per route."""
 
     def __init__(self) -> None:
-        self._routes: dict[str, RouteCounters] = {}
+        # Plain counters, counted on every lookup; `RouteCounters` snapshots are built when read.
+        self._routes: dict[str, dict[str, int]] = {}
 
     def __call__(self, event: CacheEvent) -> None:
-        now = self._routes.get(event.route, RouteCounters())
-        name = _FIELD[event.kind]
-        changes: dict[str, int] = {name: getattr(now, name) + 1}
-        if event.kind in ("hit", "coalesced"):
-            changes["bytes_read"] = now.bytes_read + event.nbytes
+        counts = self._routes.get(event.route)
+        if counts is None:
+            counts = self._routes[event.route] = dict.fromkeys(_ZERO, 0)
+        counts[_FIELD[event.kind]] += 1
+        if event.kind == "hit" or event.kind == "coalesced":
+            counts["bytes_read"] += event.nbytes
         elif event.kind == "write":
-            changes["bytes_written"] = now.bytes_written + event.nbytes
-        self._routes[event.route] = replace(now, **changes)
+            counts["bytes_written"] += event.nbytes
 
     def route(self, route: str) -> RouteCounters:
         """The totals of `route` (all zero if it has seen no event)."""
-        return self._routes.get(route, RouteCounters())
+        counts = self._routes.get(route)
+        return RouteCounters(**counts) if counts is not None else RouteCounters()
 
     def routes(self) -> dict[str, RouteCounters]:
         """Totals of every route that has seen an event."""
-        return dict(self._routes)
+        return {name: RouteCounters(**counts) for name, counts in self._routes.items()}

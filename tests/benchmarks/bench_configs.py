@@ -69,7 +69,8 @@ def write_yaml(folder: Path, sim_url: str) -> None:
         f"  - {{name: {m}, model: openai/{m}, api_base: '{sim_url}', api_key_env: {KEY_ENV}, timeout_s: 10, "
         f"price: {{input_per_mtok: {PRICE[0] * 1e6:g}, output_per_mtok: {PRICE[1] * 1e6:g}}}}}\n" for m in MODELS))
     (policies / "bench.yaml").write_text(
-        f"default_route: fallback\nroutes:\n  fallback: {{strategy: fallback, targets: [{', '.join(MODELS)}]}}\n")
+        f"default_route: fallback\nroutes:\n  fallback: {{strategy: fallback, targets: [{', '.join(MODELS)}]}}\n"
+        f"  cached: {{strategy: fallback, targets: [{', '.join(MODELS)}], cache: {{mode: read_write}}}}\n")
     (config / "tenants.yaml").write_text(
         "tenants:\n  default: {requests_per_minute: 100000000, tokens_per_minute: 10000000000, usd_per_day: 1000000}\n")
 
@@ -150,6 +151,32 @@ async def ours(setup: Setup, stack: AsyncExitStack, *, quota_url: str | None = N
     return Client(call, flush)
 
 
+async def ours_cache_hit(setup: Setup, stack: AsyncExitStack) -> Client:
+    """The `cached` route, the same temperature-0 request every time: every call after the first is a hit."""
+    return await _ours_cached(setup, stack, unique=False)
+
+
+async def ours_cache_miss(setup: Setup, stack: AsyncExitStack) -> Client:
+    """The `cached` route, a new temperature-0 request every time: a lookup, a miss and a store per call."""
+    return await _ours_cached(setup, stack, unique=True)
+
+
+async def _ours_cached(setup: Setup, stack: AsyncExitStack, *, unique: bool) -> Client:
+    from router import RouterSettings, create_default_router
+
+    _litellm()
+    settings = RouterSettings(config_dir=setup.folder / "config", policy_dir=setup.folder / "policies",
+                              reload_interval_s=0, tenants_file="no-tenants.yaml", seed=1)
+    router = await create_default_router(settings)
+    stack.push_async_callback(router.aclose)
+    counter = iter(range(1 << 62))
+
+    async def call() -> Any:
+        text = f"{MESSAGES[0]['content']} #{next(counter)}" if unique else MESSAGES[0]["content"]
+        return await router.chat(text, route="cached", temperature=0)
+    return Client(call)
+
+
 async def ours_memory_quota(setup: Setup, stack: AsyncExitStack) -> Client:
     return await ours(setup, stack, quota_url="memory://")
 
@@ -192,6 +219,10 @@ CONFIGS: dict[str, Config] = {c.name: c for c in (
            needs=frozenset({"redis"})),
     Config("ours + tracing", "ours", ours_tracing,
            "plus an SDK `TracerProvider` (batch processor, discarding exporter) and `MeterProvider`"),
+    Config("ours + cache hit", "ours", ours_cache_hit,
+           "the `cached` route (`cache: {mode: read_write}`, memory store), the same temperature-0 request"),
+    Config("ours + cache miss", "ours", ours_cache_miss,
+           "the `cached` route, a new temperature-0 request each time: lookup, provider call, store"),
     Config("ours (LiteLLM stubbed)", "ours-only", ours_stubbed,
            "ours with `litellm.acompletion` returning a canned response: the router's own work only",
            block_scale=10),
