@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -56,7 +56,8 @@ class Plan:
     """The routing decision: which deployments, in which order, under which rules."""
 
     route: str
-    order: tuple[Deployment, ...]
+    #: The deployments to try, in order (a strategy's lazy sequence on a large route).
+    order: Sequence[Deployment]
     retry: Retry
     deadline_s: float
     attempt_timeout_s: float | None

@@ -339,7 +339,7 @@ class Pipeline:
         ctx = decision.ctx
         trace = self.telemetry.start_request(operation=ctx.operation, tenant=ctx.tenant, route=decision.route.name)
         trace.decision(rule=decision.rule.label if decision.rule else None, route=decision.route.name,
-                       strategy=decision.route.strategy.name, candidates=[d.name for d in decision.plan.order])
+                       strategy=decision.route.strategy.name, candidates=_first_names(decision.plan.order))
         ex = _Exchange(self, decision, trace)
         await ex.reserve()
         return ex
@@ -488,6 +488,14 @@ class _Exchange:
 
 
 
+
+
+#: How many candidates a span names: a route of 10,000 deployments must not cost a 10,000-name list.
+SPAN_CANDIDATES = 8
+
+
+def _first_names(order: Sequence[Deployment]) -> list[str]:
+    return [order[i].name for i in range(min(len(order), SPAN_CANDIDATES))]
 
 
 def _log_kind(exc: BaseException) -> str:

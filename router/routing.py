@@ -92,7 +92,8 @@ class Candidates:
     """
 
     route: str
-    order: tuple[Deployment, ...]
+    #: The strategy's own sequence when nothing was filtered (a large route's is lazy: not copied).
+    order: Sequence[Deployment]
     rejected: tuple[Candidate, ...]
     sources: dict[str, str]
 
@@ -121,7 +122,7 @@ def candidates(
     first = route.strategy.order(ctx, health, rng)
     plain = route.same_for(ctx.tenant)
     if not chain and plain and ctx.capabilities <= route.common_capabilities and needed <= route.min_context_window:
-        return Candidates(route.name, tuple(first), (), {})
+        return Candidates(route.name, first, (), {})
     view = snap.tenant_views.get(ctx.tenant)
     if not chain and not plain:
         seen_as = _tenant_order(route, first, view, ctx.tenant)
