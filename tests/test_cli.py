@@ -196,6 +196,25 @@ def test_demo_runs_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     assert elapsed < 15, elapsed  # 3 s of traffic, up to 3 s of grace, and LiteLLM's import
 
 
+def test_demo_decision_log_holds_no_prompt_or_answer_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = tmp_path / "decisions.jsonl"
+    monkeypatch.setenv("ROUTER_DECISION_LOG_PATH", str(log))
+    assert main(["demo", "--plain", "--duration", "3", "--rate", "8"]) == 0
+    capsys.readouterr()
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(records) >= 20  # one line per request the demo sent (24 planned, a few may still be in flight)
+    assert {r["decision"]["route"] for r in records if r.get("decision")} >= {"default"}
+    text = log.read_text()
+    plan = plan_workload(load_trace(), duration_s=3, rate=8, rng=random.Random(7))
+    prompts = [m.content for req in plan for m in req.messages()] + [t for req in plan for t in req.texts()]
+    for prompt in prompts:
+        head = prompt[:40]
+        assert head not in text, f"prompt text {head!r} reached the decision log"
+    assert '"content"' not in text and "Request 0 from" not in text
+
+
 def test_console_script_is_installed() -> None:
     script = Path(sys.executable).with_name("llm-router")
     if not script.exists():
