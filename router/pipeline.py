@@ -339,7 +339,8 @@ class Pipeline:
         ctx = decision.ctx
         trace = self.telemetry.start_request(operation=ctx.operation, tenant=ctx.tenant, route=decision.route.name)
         trace.decision(rule=decision.rule.label if decision.rule else None, route=decision.route.name,
-                       strategy=decision.route.strategy.name, candidates=_first_names(decision.plan.order))
+                       strategy=decision.route.strategy.name,
+                       candidates=_first_names(decision.plan.order) if trace.recording else ())
         ex = _Exchange(self, decision, trace)
         await ex.reserve()
         return ex

@@ -178,6 +178,11 @@ class RequestTrace:
         """A context holding this request's span, for code that should nest under it."""
         return self._context
 
+    @property
+    def recording(self) -> bool:
+        """False when attributes would be dropped anyway (no tracer, or a sampled-out span)."""
+        return self._recording
+
     def decision(self, *, rule: str | None, route: str, strategy: str, candidates: Sequence[str]) -> None:
         """Record the rule that matched (None: default route), the route and its candidates."""
         self._route = route
@@ -402,6 +407,7 @@ class _NoopRequestTrace(RequestTrace):
 
     def __init__(self) -> None:
         self._context, self._ended, self._attempt = Context(), True, _NoopAttemptTrace()
+        self._recording = False
 
     def decision(self, *, rule: str | None, route: str, strategy: str, candidates: Sequence[str]) -> None:
         return None
