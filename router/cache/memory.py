@@ -45,6 +45,9 @@ def _size(entry: _Entry) -> int:
     return len(entry.value) + ENTRY_OVERHEAD
 
 
+_RECOUNT_EVERY = 256
+
+
 class MemoryCacheStore(CacheStore):
     """At most `max_entries` entries and `max_bytes` bytes (values plus
     `ENTRY_OVERHEAD` each), least recently used evicted first.
@@ -89,13 +92,14 @@ class MemoryCacheStore(CacheStore):
             return
         self._entries[key] = entry
         self._written += len(value)
-        # len() of a TLRUCache expires entries first (~5 µs): counted only once enough writes
-        # since the last count could have passed the bound.
+        # len() of a TLRUCache expires entries first (~4 µs): the count is kept by hand and
+        # taken again (with expiry) only every 256 writes, so a full store evicts in O(1).
         self._since_count += 1
-        if self._since_count + self._counted > self.max_entries:
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem()
+        if self._since_count >= _RECOUNT_EVERY:
             self._counted, self._since_count = len(self._entries), 0
+        while self._counted + self._since_count > self.max_entries and self._entries:
+            self._entries.popitem()
+            self._since_count -= 1
 
     def _holder(self, key: str) -> str | None:
         held = self._locks.get(key)

@@ -161,7 +161,12 @@ async def ours_cache_miss(setup: Setup, stack: AsyncExitStack) -> Client:
     return await _ours_cached(setup, stack, unique=True)
 
 
-async def _ours_cached(setup: Setup, stack: AsyncExitStack, *, unique: bool) -> Client:
+async def ours_uncached_twin(setup: Setup, stack: AsyncExitStack) -> Client:
+    """The cache-miss configuration's exact calls on the `fallback` route (no cache): its baseline."""
+    return await _ours_cached(setup, stack, unique=True, route="fallback")
+
+
+async def _ours_cached(setup: Setup, stack: AsyncExitStack, *, unique: bool, route: str = "cached") -> Client:
     from router import RouterSettings, create_default_router
 
     _litellm()
@@ -173,7 +178,7 @@ async def _ours_cached(setup: Setup, stack: AsyncExitStack, *, unique: bool) -> 
 
     async def call() -> Any:
         text = f"{MESSAGES[0]['content']} #{next(counter)}" if unique else MESSAGES[0]["content"]
-        return await router.chat(text, route="cached", temperature=0)
+        return await router.chat(text, route=route, temperature=0)
     return Client(call)
 
 
@@ -223,6 +228,8 @@ CONFIGS: dict[str, Config] = {c.name: c for c in (
            "the `cached` route (`cache: {mode: read_write}`, memory store), the same temperature-0 request"),
     Config("ours + cache miss", "ours", ours_cache_miss,
            "the `cached` route, a new temperature-0 request each time: lookup, provider call, store"),
+    Config("ours (the miss's calls, no cache)", "ours", ours_uncached_twin,
+           "the cache-miss configuration's calls on a route without a cache: what a miss is compared with"),
     Config("ours (LiteLLM stubbed)", "ours-only", ours_stubbed,
            "ours with `litellm.acompletion` returning a canned response: the router's own work only",
            block_scale=10),
