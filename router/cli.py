@@ -342,9 +342,12 @@ async def _explain(args: argparse.Namespace, out: Output) -> int:
     quality = tracker_from_url(settings.quality_store_url)
     try:
         await tracker.sync()  # the open circuits other replicas shared, when a store is configured
-        await quality.refresh()  # the feedback other processes recorded (a Redis store; failures are logged)
+        await quality.refresh()  # the feedback other processes recorded, when the store is shared (Redis)
+        if quality.store_errors:  # an empty "measured" column would read as "no feedback yet"
+            print(f"warning: quality store {quality.store.name} unreachable; explaining without feedback",
+                  file=sys.stderr)
         rng = random.Random(settings.seed)
-        result = explain(snapshot, ctx, tracker, rng, quality=quality)
+        result = explain(snapshot, ctx, tracker, rng, quality=None if quality.store_errors else quality)
     finally:
         await tracker.aclose()
         await quality.aclose()

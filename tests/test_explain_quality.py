@@ -171,3 +171,14 @@ async def test_cli_explain_reads_feedback_from_the_shared_store(
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+async def test_cli_explain_says_when_the_quality_store_is_unreachable(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("ROUTER_QUALITY_STORE_URL", "redis://127.0.0.1:1/0?prefix=nowhere:")  # nothing listens
+    code = await asyncio.to_thread(main, ["explain", "--json", "--demo", "--prompt", "hi"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "quality store redis://127.0.0.1:1/0 unreachable" in captured.err
+    e = Explanation.model_validate_json(captured.out)
+    assert not e.quality_feedback and e.order  # explained all the same, without claiming "nothing measured"
