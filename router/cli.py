@@ -32,6 +32,7 @@ from router.health import HealthTracker
 from router.policy.loader import load_yaml, nearest_line
 from router.policy.reload import ConfigFiles, PolicySource, load_snapshot
 from router.policy.snapshot import Snapshot, compile_snapshot
+from router.quality import tracker_from_url
 from router.redact import url_for_display
 from router.schema import PolicyFile, Retry, Route
 from router.settings import RouterSettings
@@ -338,12 +339,18 @@ async def _explain(args: argparse.Namespace, out: Output) -> int:
         tags=frozenset(_tags(args)), metadata=_metadata(args), model_alias=args.model, route=args.route,
         prompt_tokens=tokens, max_tokens=args.max_tokens, capabilities=frozenset(args.needs))
     tracker = _tracker(settings)
+    quality = tracker_from_url(settings.quality_store_url)
     try:
         await tracker.sync()  # the open circuits other replicas shared, when a store is configured
+        await quality.refresh()  # the feedback other processes recorded, when the store is shared (Redis)
+        if quality.store_errors:  # an empty "measured" column would read as "no feedback yet"
+            print(f"warning: quality store {quality.store.name} unreachable; explaining without feedback",
+                  file=sys.stderr)
         rng = random.Random(settings.seed)
-        result = explain(snapshot, ctx, tracker, rng)
+        result = explain(snapshot, ctx, tracker, rng, quality=None if quality.store_errors else quality)
     finally:
         await tracker.aclose()
+        await quality.aclose()
     if args.json:
         print(result.model_dump_json(indent=2))
     else:

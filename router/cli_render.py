@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from router.errors import AllAttemptsFailed, DeadlineExceeded, attempt_line, one_line
+from router.strategies_learned import PRIOR_WEIGHT
 
 if TYPE_CHECKING:
     from router.explain import Explanation
@@ -215,17 +216,30 @@ def print_explanation(e: Explanation, out: Output) -> None:
         out.line(f"tenant: {e.tenant_note}", style="red")
     out.line("")
     _print_tenant_deployments(e, out)
-    out.table(Table(
-        "Candidates", columns("route deployment kept reason score> circuit $/Mtok> quality> context> key"),
-        [[c.route, c.deployment, "yes" if c.kept else "no", c.reason,
-          "-" if c.score is None else f"{c.score:.4g}", c.circuit, f"{c.price_per_mtok:.2f}",
-          f"{c.quality:.2f}", f"{c.context_window:,}", _key_cell(c.key_env, c.key_source)] for c in e.candidates],
-        [None if c.kept else "dim" for c in e.candidates],
-        caption="score: what the strategy ranks by, lower first (price, latency ms, -quality, ...)"))
+    out.table(_candidates_table(e))
     if e.order:
         out.line(f"attempt order: {f' {out.arrow} '.join(e.order)}", style="bold")
     else:
         out.line("attempt order: none; the call would fail with NoRouteAvailable", style="bold red")
+
+
+def _candidates_table(e: Explanation) -> Table:
+    """Every candidate; with a quality tracker also the measured quality (n = scores) and the blend
+    a learning strategy ranks by."""
+    spec = "route deployment kept reason score> circuit $/Mtok> quality> context> key"
+    caption = "score: what the strategy ranks by, lower first (price, latency ms, -quality, ...)"
+    rows = [[c.route, c.deployment, "yes" if c.kept else "no", c.reason,
+             "-" if c.score is None else f"{c.score:.4g}", c.circuit, f"{c.price_per_mtok:.2f}",
+             f"{c.quality:.2f}", f"{c.context_window:,}", _key_cell(c.key_env, c.key_source)] for c in e.candidates]
+    if e.quality_feedback:
+        spec += " measured> n> blended>"
+        caption += ("; quality: the YAML prior; measured: the mean feedback score of n scores; blended: the "
+                    f"prior (worth {PRIOR_WEIGHT:g} scores) with the measurement, what best_quality/thompson rank by")
+        for row, c in zip(rows, e.candidates, strict=True):
+            row += ["-" if c.quality_measured is None else f"{c.quality_measured:.2f}", f"{c.quality_samples:,}",
+                    "-" if c.quality_blended is None else f"{c.quality_blended:.3f}"]
+    return Table("Candidates", columns(spec), rows, [None if c.kept else "dim" for c in e.candidates],
+                 caption=caption)
 
 
 #: Above this many, `explain` lists only the deployments a tenant sees differently from everyone.

@@ -6,8 +6,14 @@ deployments it also shows which deployments that tenant sees and, for each,
 which environment variable its key comes from (the name, never the value: no
 variable is read here).
 
+Given a quality tracker (`QualityView`), the strategies that learn from
+feedback rank as they would in the router, and each candidate shows its YAML
+prior (`quality`), what feedback measured (`quality_measured`, from
+`quality_samples` scores) and the blend the strategy ranks by (`quality_blended`).
+
 >>> explain(snapshot, ctx, tracker, random.Random(0)).order  # doctest: +SKIP
 ['sim-cheap', 'sim-fast']
+>>> explain(snapshot, ctx, tracker, random.Random(0), quality=quality_tracker)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,8 +27,11 @@ from router.errors import TenantNotAllowed
 from router.health import HealthTracker
 from router.policy.snapshot import Snapshot
 from router.policy.tenant_views import KeySource, TenantView
+from router.quality.base import QualityView
 from router.routing import candidates, resolve_route
 from router.schema import Deployment
+from router.strategies import HealthView
+from router.strategies_learned import LEARNED_STRATEGIES, HealthWithQuality, task_of
 
 
 class CandidateReport(BaseModel):
@@ -40,6 +49,14 @@ class CandidateReport(BaseModel):
     #: The environment variable the call's key comes from (its name only), and why that one.
     key_env: str | None = None
     key_source: KeySource = "shared"
+    #: The decayed mean of feedback scores in [0, 1] (None: nothing measured, or no tracker given).
+    quality_measured: float | None = None
+    #: How many feedback scores that measurement rests on (0 without a tracker).
+    quality_samples: int = 0
+    #: What a learning strategy (best_quality, thompson) ranks by: the YAML `quality` as a prior worth
+    #: `PRIOR_WEIGHT` samples, blended with the measurement; None for strategies that do not learn
+    #: and for candidates the strategy never ranked.
+    quality_blended: float | None = None
 
 
 class SeenDeployment(BaseModel):
@@ -71,26 +88,40 @@ class Explanation(BaseModel):
     tenant_keys: dict[str, str] = {}
     #: Every deployment the tenant sees (shared ones, its copies with its keys, its own ones).
     deployments: list[SeenDeployment] = []
+    #: True when a quality tracker was given: the measured and blended quality columns mean something.
+    quality_feedback: bool = False
 
 
-def explain(snapshot: Snapshot, ctx: RequestContext, health: HealthTracker, rng: random.Random) -> Explanation:
+def explain(snapshot: Snapshot, ctx: RequestContext, health: HealthTracker, rng: random.Random,
+            quality: QualityView | None = None) -> Explanation:
     """Explain how `ctx` would be routed by `snapshot` right now: the router's own
-    `candidates`, each with its verdict, plus health and compile-time drops."""
+    `candidates`, each with its verdict, plus health and compile-time drops.
+
+    `quality` (a `QualityTracker`, say) is what the router's learning strategies
+    read: given, they rank by prior and feedback as in the router, and each
+    candidate reports the measured quality; without it they rank by the YAML alone.
+    """
     choice, route, ctx = resolve_route(snapshot, ctx)
-    view = snapshot.tenant_views.get(ctx.tenant)
+    tview = snapshot.tenant_views.get(ctx.tenant)
+    hview: HealthView = health if quality is None else HealthWithQuality(health, quality)
+    task = task_of(ctx)
     name = choice.name
     tenant_note = _tenant_note(snapshot, ctx, name)
     reports: list[CandidateReport] = []
     for rname in (name, *route.fallback_chain):
         compiled = snapshot.routes[rname]
         for target, why in compiled.dropped.items():
-            reports.append(_report(snapshot, snapshot.deployments[target], rname, False, why, None, health, view))
-    found = candidates(snapshot, route, ctx, health, rng)
+            report = _report(snapshot, snapshot.deployments[target], rname, False, why, None, health, tview)
+            reports.append(_with_quality(report, quality, target, task, None))
+    found = candidates(snapshot, route, ctx, hview, rng)
     scores: dict[str, dict[str, float]] = {}
+    ranked_by: dict[str, dict[str, Deployment]] = {}  # route -> what its strategy ranks, by name
     order: list[str] = []
     for c in found.all():
+        strategy = snapshot.routes[c.route].strategy
         if c.route not in scores:
-            scores[c.route] = snapshot.routes[c.route].strategy.scores(ctx, health)
+            scores[c.route] = strategy.scores(ctx, hview)
+            ranked_by[c.route] = {x.name: x for x in strategy.candidates}
         d = c.deployment
         kept, reason = c.admitted, c.reason
         if kept and not health.available(d.name):
@@ -100,15 +131,37 @@ def explain(snapshot: Snapshot, ctx: RequestContext, health: HealthTracker, rng:
             kept, reason = False, tenant_note
         if kept:
             order.append(d.name)
-        score = scores[c.route].get(view.replaces.get(d.name, d.name) if view else d.name)
-        reports.append(_report(snapshot, d, c.route, kept, reason, score, health, view))
+        ranked = tview.replaces.get(d.name, d.name) if tview else d.name  # the name the strategy knows it by
+        score = scores[c.route].get(ranked)
+        report = _report(snapshot, d, c.route, kept, reason, score, health, tview)
+        blended = None
+        if isinstance(strategy, _LEARNED) and ranked in ranked_by[c.route]:
+            blended = strategy.mean(ranked_by[c.route][ranked], task, hview)
+        reports.append(_with_quality(report, quality, ranked, task, blended))
     return Explanation(
         tenant=ctx.tenant, prompt_tokens=ctx.prompt_tokens, needed_context=ctx.needed_context,
         rule=choice.rule.label if choice.rule else None, route=name, route_source=choice.source,
         strategy=route.strategy.name, candidates=reports, order=order, tenant_note=tenant_note,
         capabilities=sorted(ctx.capabilities), tenant_keys=_declared_keys(snapshot, ctx.tenant),
-        deployments=seen_deployments(snapshot, ctx.tenant),
+        deployments=seen_deployments(snapshot, ctx.tenant), quality_feedback=quality is not None,
     )
+
+
+_LEARNED = tuple(LEARNED_STRATEGIES.values())
+
+
+def _with_quality(report: CandidateReport, quality: QualityView | None, ranked: str, task: str | None,
+                  blended: float | None) -> CandidateReport:
+    """`report` with what feedback measured for `ranked` on its route (the lookup the learning
+    strategies make: the most specific key with evidence) and the `blended` figure they rank by."""
+    update: dict[str, float | int | None] = {}
+    if quality is not None:
+        est = quality.quality(ranked, report.route, task)
+        if est is not None:
+            update["quality_measured"], update["quality_samples"] = est.mean, est.samples
+    if blended is not None:
+        update["quality_blended"] = blended
+    return report.model_copy(update=update) if update else report
 
 
 def seen_deployments(snapshot: Snapshot, tenant: str) -> list[SeenDeployment]:

@@ -59,7 +59,7 @@ from router.tracing_attributes import (
     request_model,
     server_attributes,
 )
-from router.tracing_metrics import RouterMetrics
+from router.tracing_metrics import RouteQualitySource, RouterMetrics
 
 __all__ = ["AttemptTrace", "RequestTrace", "Telemetry"]
 
@@ -136,6 +136,17 @@ class Telemetry:
         """
         if self._metrics is not None:
             self._metrics.circuit_changed(deployment, old, new)
+
+    def observe_quality(self, source: RouteQualitySource) -> None:
+        """Export `source`'s (a `QualityTracker`'s) quality per route and deployment as the
+        `router.quality` and `router.quality.samples` gauges, through this telemetry's meter
+        provider; a no-op without one. Call it once the tracker exists (a later call swaps it).
+
+        >>> from router.quality import QualityTracker
+        >>> Telemetry().observe_quality(QualityTracker())  # no meter provider: nothing is registered
+        """
+        if self._metrics is not None:
+            self._metrics.observe_quality(source)
 
     def cache_event(self, event: CacheEvent) -> None:
         """Count a response-cache event; fits `ResponseCache(observer=...)`."""

@@ -20,6 +20,11 @@ spec's explicit bucket boundaries given as `explicit_bucket_boundaries_advisory`
 | router.policy.reloads | {reload} | router.policy.reload.ok |
 | router.cache.events | {event} | router.route, router.cache.event (hit, coalesced, miss, bypass, write, decode_error) |
 | router.cache.bytes | By | router.route, router.cache.event (bytes read on hits, written on writes) |
+| router.quality | 1 (gauge) | router.route, router.deployment; decayed mean feedback score in [0, 1] |
+| router.quality.samples | {sample} (gauge) | router.route, router.deployment; scores recorded |
+
+The two quality gauges exist once `observe_quality` is given a source (a
+`QualityTracker`); they carry no task label, to keep their cardinality low.
 
 `router.tenant` joins the router.* request metrics only when the caller opts in.
 
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from enum import Enum
+from typing import Protocol
 
 from opentelemetry.context import Context
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
@@ -40,10 +46,19 @@ from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.util.types import AttributeValue
 
+from router.quality.base import QualityEstimate
 from router.tracing_attributes import DURATION_BUCKETS, SCHEMA_URL, TOKEN_BUCKETS
 
 Attrs = dict[str, AttributeValue]
 CIRCUIT_STATE_CODES: Mapping[str, int] = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
+
+
+class RouteQualitySource(Protocol):
+    """What the quality gauges read (`QualityTracker` implements it)."""
+
+    def route_estimates(self) -> Iterable[tuple[str, str, QualityEstimate]]:
+        """(route, deployment, estimate) per route-level key; called on the metric reader's thread."""
+        ...
 
 
 def _state_name(state: str) -> str:
@@ -56,6 +71,8 @@ class RouterMetrics:
 
     def __init__(self, provider: MeterProvider) -> None:
         meter = provider.get_meter("router.tracing", schema_url=SCHEMA_URL)
+        self._meter = meter
+        self._quality: RouteQualitySource | None = None
         hist, count = meter.create_histogram, meter.create_counter
         self._duration = hist(
             gen_ai_metrics.GEN_AI_CLIENT_OPERATION_DURATION,
@@ -165,3 +182,37 @@ class RouterMetrics:
             Observation(CIRCUIT_STATE_CODES.get(state, -1), {"router.deployment": name})
             for name, state in list(self._circuits.items())
         ]
+
+    def observe_quality(self, source: RouteQualitySource) -> None:
+        """Report `source`'s route-level quality as the `router.quality` and `router.quality.samples`
+        gauges. The gauges are made on the first call; a later call swaps the source they read."""
+        first = self._quality is None
+        self._quality = source
+        if not first:
+            return
+        self._meter.create_observable_gauge(
+            "router.quality",
+            callbacks=[self._observe_quality_mean],
+            unit="1",
+            description="Decayed mean feedback score per deployment and route, in [0, 1].",
+        )
+        self._meter.create_observable_gauge(
+            "router.quality.samples",
+            callbacks=[self._observe_quality_samples],
+            unit="{sample}",
+            description="Feedback scores recorded per deployment and route.",
+        )
+
+    def _quality_now(self) -> list[tuple[Attrs, QualityEstimate]]:
+        source = self._quality
+        if source is None:
+            return []
+        return [({"router.route": route, "router.deployment": deployment}, est)
+                for route, deployment, est in source.route_estimates()]
+
+    def _observe_quality_mean(self, options: CallbackOptions) -> Iterable[Observation]:
+        # Evidence decayed to nothing has no mean: no point rather than a made-up one.
+        return [Observation(est.mean, attrs) for attrs, est in self._quality_now() if est.mean is not None]
+
+    def _observe_quality_samples(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(est.samples, attrs) for attrs, est in self._quality_now()]

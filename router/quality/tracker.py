@@ -115,6 +115,19 @@ class QualityTracker:
                 return ev.estimate(self.decay, now - seen_at)
         return None
 
+    def route_estimates(self) -> list[tuple[str, str, QualityEstimate]]:
+        """(route, deployment, estimate) of every route-level key in the local view, as of now.
+
+        Task-level and deployment-wide keys are left out: this feeds metrics,
+        whose labels must stay few. Safe to call from a metric reader's thread.
+        """
+        now = self.clock()
+        # list() copies the dict in one step under the GIL (its keys are tuples of str), so a `record`
+        # or `refresh` on the loop's thread cannot change it mid-iteration.
+        held = list(self._local.items())
+        return [(route, deployment, ev.estimate(self.decay, now - seen_at))
+                for (route, deployment, task), (ev, seen_at) in held if route and not task]
+
     def register(self, response_id: str, *, deployment: str, route: str, task: str | None,
                  tenant: str) -> Coroutine[Any, Any, bool]:
         """The write that remembers `response_id` for `feedback_ttl_s`; it returns False (logged) if the store failed.
