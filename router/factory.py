@@ -157,6 +157,7 @@ async def create_default_router(
     templates = await load_prompts(settings)
     quality = tracker_from_url(settings.quality_store_url, clock=clock)
     quality.start()
+    telemetry.observe_quality(quality)  # router.quality / router.quality.samples, through the given meter provider
     decision_log = None
     if settings.decision_log_path is not None:
         decision_log = DecisionLog(settings.decision_log_path, max_bytes=settings.decision_log_max_bytes,

@@ -111,11 +111,14 @@ class Pipeline:
         if self.quality is None:
             return
         ctx = decision.ctx
+        # A tenant's key copy (NAME@TENANT) is the shared model: its feedback teaches the shared ranking.
+        view = decision.snapshot.tenant_views.get(ctx.tenant) if "@" in d.name else None
+        name = view.replaces.get(d.name, d.name) if view is not None and view.source(d.name) == "tenant key" else d.name
         if self.quality.local:
-            self.quality.register_now(response_id, deployment=d.name, route=decision.route.name,
+            self.quality.register_now(response_id, deployment=name, route=decision.route.name,
                                       task=ctx.metadata.get("task"), tenant=ctx.tenant)
             return
-        work = self.quality.register(response_id, deployment=d.name, route=decision.route.name,
+        work = self.quality.register(response_id, deployment=name, route=decision.route.name,
                                      task=ctx.metadata.get("task"), tenant=ctx.tenant)
         task = asyncio.create_task(work)
         self._background.add(task)
