@@ -228,7 +228,7 @@ CONFIGS: dict[str, Config] = {c.name: c for c in (
            "the `cached` route (`cache: {mode: read_write}`, memory store), the same temperature-0 request"),
     Config("ours + cache miss", "ours", ours_cache_miss,
            "the `cached` route, a new temperature-0 request each time: lookup, provider call, store"),
-    Config("ours (the miss's calls, no cache)", "ours", ours_uncached_twin,
+    Config("ours (the miss's calls without cache)", "ours", ours_uncached_twin,
            "the cache-miss configuration's calls on a route without a cache: what a miss is compared with"),
     Config("ours (LiteLLM stubbed)", "ours-only", ours_stubbed,
            "ours with `litellm.acompletion` returning a canned response: the router's own work only",
