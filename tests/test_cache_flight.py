@@ -42,7 +42,7 @@ def prefix() -> Iterator[str]:
 async def backend(request: pytest.FixtureRequest, prefix: str) -> AsyncIterator[StoreFactory]:
     """Makes stores that share one backend: each call is another replica's view of it."""
     made: list[CacheStore] = []
-    shared = MemoryCacheStore()
+    shared = MemoryCacheStore(shared=True)  # one store behind several replicas' caches
 
     def make() -> CacheStore:
         store = shared if request.param == "memory" else cache_store_from_url(redis_url(prefix))

@@ -43,6 +43,9 @@ class CacheStore(ABC):
 
     #: Where the store lives, without credentials, e.g. "memory://" or "redis://host:6379/0".
     name: str
+    #: True when other processes read and write it too (Redis): single-flight then also takes
+    #: a short lock in the store; a store of this process alone needs only the in-process flight.
+    shared: bool = True
 
     @abstractmethod
     async def get(self, key: str) -> bytes | None:

@@ -233,9 +233,10 @@ class ResponseCache:
         if raw is not None and (found := self._decoded(raw, decode, route)) is not None:
             self._emit(route, "hit", len(raw))
             return Lookup(found[0], "hit")
-        if not write:
-            # Nothing will be stored, so other processes have nothing to wait for.
-            return await self._compute(key, compute, route, ttl_s, write=False)
+        if not write or not self.store.shared:
+            # Nothing will be stored, or no other process reads this store: the in-process
+            # flight above is all the single-flight there is to do (no lock, no second read).
+            return await self._compute(key, compute, route, ttl_s, write=write)
         token = await self.store.try_lock(key, lock_ttl_s)
         if token is None:
             waited = await self._wait_for_entry(key, decode, route,

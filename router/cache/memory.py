@@ -63,10 +63,14 @@ class MemoryCacheStore(CacheStore):
         max_entries: int = DEFAULT_MAX_ENTRIES,
         max_bytes: int = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.monotonic,
+        shared: bool = False,
     ) -> None:
+        """`shared=True` when several `ResponseCache` objects use this one store (replicas in
+        one process, tests): single-flight then also locks in the store, as with Redis."""
         if max_entries < 1 or max_bytes < 1:
             raise ValueError(f"max_entries and max_bytes must be at least 1, got {max_entries}, {max_bytes}")
         self.name = "memory://"
+        self.shared = shared
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._clock = clock
@@ -142,4 +146,5 @@ class MemoryCacheStore(CacheStore):
                 args[name] = int(raw)
             except ValueError:
                 raise ValueError(f"cache URL {url!r}: {name} must be an integer, got {raw!r}") from None
-        return cls(clock=clock or time.monotonic, **args)
+        return cls(clock=clock or time.monotonic, max_entries=args.get("max_entries", DEFAULT_MAX_ENTRIES),
+                   max_bytes=args.get("max_bytes", DEFAULT_MAX_BYTES))
