@@ -1,4 +1,4 @@
--- Shared helpers, prepended to reserve.lua, settle.lua and usage.lua.
+-- Shared helpers, prepended to reserve.lua, top_up.lua, settle.lua and usage.lua.
 -- Windows are UTC calendar windows computed from the script's clock, so every
 -- client agrees on them whatever its own clock says.
 
@@ -79,4 +79,23 @@ local function set_tat(key, tat, now)
   else
     redis.call('SET', key, fmt(tat), 'PX', int(math.ceil((tat - now) * 1000) + 1000))
   end
+end
+
+-- GCRA check of `nr` rate limits (reserve and top-up): TAT keys at KEYS[key_offset + i],
+-- (interval, cap, amount) triples in ARGV from `a`. `reject` hears every limit that would
+-- overflow; returns the new TATs and the next ARGV index.
+local function check_rates(nr, key_offset, a, now, slack, reject)
+  local tats = {}
+  for i = 1, nr do
+    local interval, cap, amount = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    local tat = tonumber(redis.call('GET', KEYS[key_offset + i]))
+    local start = (tat and tat > now) and tat or now
+    local new_tat = start + amount * interval
+    if new_tat - now > (cap + slack) * interval then
+      reject(1, i - 1, 0, (start - now) / interval, new_tat - now - cap * interval)
+    end
+    tats[i] = new_tat
+    a = a + 3
+  end
+  return tats, a
 end

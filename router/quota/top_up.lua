@@ -19,19 +19,7 @@ local function reject(kind, index, field, usage, retry)
   if worst == nil or retry > worst[5] then worst = {kind, index, field, usage, retry} end
 end
 
-local a = 7
-local tats = {}
-for i = 1, nr do
-  local interval, cap, amount = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local tat = tonumber(redis.call('GET', KEYS[1 + i]))
-  local start = (tat and tat > now) and tat or now
-  local new_tat = start + amount * interval
-  if new_tat - now > (cap + slack) * interval then
-    reject(1, i - 1, 0, (start - now) / interval, new_tat - now - cap * interval)
-  end
-  tats[i] = new_tat
-  a = a + 3
-end
+local tats, a = check_rates(nr, 1, 7, now, slack, reject)
 local wa = a
 local live = {}
 for i = 1, nw do
