@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from router import response_cache as rc
 from router.attempts import AttemptCall, AttemptLoop, Success
 from router.backend import DEFAULT_BACKEND, Backend, ChatResult
-from router.cache import Computed, ResponseCache
+from router.cache import Computed, ResponseCache, is_deterministic
 from router.context import RequestContext
 from router.decision_log import DecisionLog, record_for
 from router.errors import (
@@ -328,7 +328,7 @@ class Pipeline:
     ) -> rc.CachePlan | None:
         if self.cache is None or ex.decision.route.spec.cache.mode == "off":
             return None
-        deterministic = request is None or params.get("temperature") == 0 or params.get("seed") is not None
+        deterministic = request is None or is_deterministic(params)  # embeddings always are
         return rc.plan_for(ex.decision.route, ex.decision.ctx.tenant, mode, deterministic=deterministic,
                            n=request.n if request is not None else 1)
 

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError, model_validator
 
+from router.cache.keys import is_deterministic
 from router.errors import InvalidRequest
 from router.models import LLMMessage
 
@@ -277,7 +278,7 @@ class ChatRequest:
     @property
     def deterministic(self) -> bool:
         """True for temperature 0 or a fixed seed (what a response cache may reuse)."""
-        return self.params.get("temperature") == 0 or self.params.get("seed") is not None
+        return is_deterministic(self.params)
 
 
 MessagesIn = str | Sequence[LLMMessage | Mapping[str, Any]]

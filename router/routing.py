@@ -25,7 +25,6 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 from router.attempts import Plan
 from router.context import RequestContext
@@ -229,17 +228,6 @@ class Decision:
     rule: SourcedRule | None
     plan: Plan
     ctx: RequestContext
-
-    def params(self, max_tokens: int | None, temperature: float | None) -> dict[str, Any]:
-        """Call parameters: the caller's, else the route's defaults."""
-        params: dict[str, Any] = {}
-        max_tokens = max_tokens if max_tokens is not None else self.route.spec.max_tokens
-        temperature = temperature if temperature is not None else self.route.spec.temperature
-        if max_tokens is not None:
-            params["max_tokens"] = max_tokens
-        if temperature is not None:
-            params["temperature"] = temperature
-        return params
 
 
 def resolve_route(snap: Snapshot, ctx: RequestContext) -> tuple[RouteChoice, CompiledRoute, RequestContext]:
