@@ -177,7 +177,7 @@ class Pipeline:
         self, ex: _Exchange, request: ChatRequest, params: dict[str, Any], messages_for: MessagesFor | None
     ) -> LLMResponse:
         ctx = ex.decision.ctx
-        out_budget = ex.output_budget(self.settings.default_max_tokens)
+        out_budget = ex.output_budget()
 
         async def call(d: Deployment, timeout: float) -> tuple[ChatResult, Usage, float]:
             msgs = request.messages if messages_for is None else messages_for(d, out_budget)
@@ -401,9 +401,13 @@ class _Exchange:
             params["temperature"] = spec.temperature
         return params
 
-    def output_budget(self, default: int) -> int:
+    def output_budget(self) -> int:
+        """Output tokens the request may use: the caller's or route's max, else none for
+        embeddings and the settings' default for chat (what quotas reserve and fits leave room for)."""
         ctx = self.decision.ctx
-        return ctx.max_tokens if ctx.max_tokens is not None else default
+        if ctx.max_tokens is not None:
+            return ctx.max_tokens
+        return 0 if ctx.operation == "embeddings" else self.pipeline.settings.default_max_tokens
 
     def start_attempt(
         self, d: Deployment, params: Mapping[str, Any], messages: Sequence[Mapping[str, Any]] | None
@@ -429,7 +433,7 @@ class _Exchange:
         p, ctx = self.pipeline, self.decision.ctx
         if self.reservation is None or p.quota is None:
             return None
-        out = self.output_budget(0 if ctx.operation == "embeddings" else p.settings.default_max_tokens)
+        out = self.output_budget()
         cost = self.decision.snapshot.prices.cost(d, ctx.prompt_tokens, out)
         if not await p.quota.top_up(self.reservation, tokens=ctx.prompt_tokens + out, cost_usd=cost):
             return f"tenant budget cannot cover {d.name}'s price (${cost:.6f})"
@@ -461,8 +465,7 @@ class _Exchange:
             self.trace.quota(decision="skipped")
             return
         first = self.decision.plan.order[0]
-        out = ctx.max_tokens if ctx.max_tokens is not None else (
-            0 if ctx.operation == "embeddings" else p.settings.default_max_tokens)
+        out = self.output_budget()
         try:
             self.reservation = await p.quota.reserve(
                 tenants, tenant=ctx.tenant, route=self.decision.route.name, deployment=first.name,

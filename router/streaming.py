@@ -57,7 +57,7 @@ async def stream_answer(
     """The streamed answer of one request over its exchange; the last chunk has `done=True`."""
     ctx = ex.decision.ctx
     spec = ex.decision.route.spec
-    out_budget = ex.output_budget(p.settings.default_max_tokens)
+    out_budget = ex.output_budget()
 
     def opener(messages_of: Callable[[Deployment], Sequence[Mapping[str, Any]]]) -> Any:
         async def call(d: Deployment, timeout: float) -> OpenStream:

@@ -144,19 +144,28 @@ class ResponseCache:
             self._emit(route, "decode_error", len(raw))
             return None
 
+    async def _read(self, key: str, decode: Callable[[bytes], T], route: str) -> tuple[bytes | None, Lookup[T] | None]:
+        """The entry under `key` as stored, and a hit (counted) when it decodes."""
+        raw = await self.store.get(key)
+        if raw is None:
+            return None, None
+        found = self._decoded(raw, decode, route)
+        if found is None:
+            return raw, None
+        self._emit(route, "hit", len(raw))
+        return raw, Lookup(found[0], "hit")
+
     async def peek(self, key: str, *, decode: Callable[[bytes], T], route: str) -> T | None:
         """The stored value for `key`, or None (counted as a hit or a miss); no single-flight.
 
         For answers that cannot wait on another call in flight, such as a
         stream its caller reads as it arrives.
         """
-        raw = await self.store.get(key)
-        found = self._decoded(raw, decode, route) if raw is not None else None
-        if found is None:
+        _, hit = await self._read(key, decode, route)
+        if hit is None:
             self._emit(route, "miss")
             return None
-        self._emit(route, "hit", len(raw or b""))
-        return found[0]
+        return hit.value
 
     async def put(self, key: str, payload: bytes, *, route: str, ttl_s: float) -> None:
         """Store `payload` under `key` for `ttl_s` seconds (the write side of `peek`)."""
@@ -229,10 +238,9 @@ class ResponseCache:
         lock_ttl_s: float,
         max_wait_s: float | None,
     ) -> Lookup[T]:
-        raw = await self.store.get(key)
-        if raw is not None and (found := self._decoded(raw, decode, route)) is not None:
-            self._emit(route, "hit", len(raw))
-            return Lookup(found[0], "hit")
+        raw, hit = await self._read(key, decode, route)
+        if hit is not None:
+            return hit
         if not write or not self.store.shared:
             # Nothing will be stored, or no other process reads this store: the in-process
             # flight above is all the single-flight there is to do (no lock, no second read).
@@ -247,10 +255,9 @@ class ResponseCache:
         try:
             if token and raw is None:
                 # Another process may have stored the entry between our read and our lock.
-                raw = await self.store.get(key)
-                if raw is not None and (found := self._decoded(raw, decode, route)) is not None:
-                    self._emit(route, "hit", len(raw))
-                    return Lookup(found[0], "hit")
+                _, hit = await self._read(key, decode, route)
+                if hit is not None:
+                    return hit
             return await self._compute(key, compute, route, ttl_s, write=True)
         finally:
             # After the write, so a waiter that sees the lock gone also sees the entry.
