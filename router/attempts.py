@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from router.breaker import Transition
 from router.context import RequestContext
 from router.errors import (
     AllAttemptsFailed,
@@ -38,7 +39,7 @@ from router.errors import (
     error_kind,
 )
 from router.health import AttemptResult, HealthTracker
-from router.loop_lag import LoopLag, credited_timeout
+from router.loop_lag import LoopLag, deadlines
 from router.models import Attempt
 from router.schema import Deployment, Retry
 from router.tracing import RequestTrace
@@ -78,6 +79,7 @@ class Success(Generic[T]):
 class _Run:
     """The state of one request's walk through its plan."""
 
+    started: float
     deadline: float
     attempts: list[Attempt] = field(default_factory=list)
     retry_cut_by_deadline: bool = False
@@ -121,7 +123,7 @@ class AttemptLoop:
         admit: AdmitHook | None = None,
     ) -> Success[T]:
         started = self.clock()
-        run = _Run(deadline=started + plan.deadline_s)
+        run = _Run(started, started + plan.deadline_s)
         attempts = run.attempts
         skipped: list[Deployment] = []
         min_window = ctx.needed_context if plan.fit_context else 0
@@ -152,7 +154,7 @@ class AttemptLoop:
             previous = d.name
             outcome = await self._try_deployment(plan, d, call, trace, run, record_success)
             if isinstance(outcome, Success):
-                return Success(outcome.value, d, tuple(attempts), started)
+                return outcome
             if isinstance(outcome, ContextWindowExceeded):
                 min_window = max(min_window, d.context_window + 1)
         # Panic mode: every healthy choice is spent; the skipped ones may still answer.
@@ -163,7 +165,7 @@ class AttemptLoop:
                 continue
             outcome = await self._try_deployment(plan, d, call, trace, run, record_success, panic=True)
             if isinstance(outcome, Success):
-                return Success(outcome.value, d, tuple(attempts), started)
+                return outcome
         if self.clock() >= run.deadline or run.retry_cut_by_deadline:
             raise DeadlineExceeded(route=plan.route, deadline_s=plan.deadline_s, attempts=attempts)
         raise AllAttemptsFailed(route=plan.route, attempts=attempts)
@@ -179,7 +181,8 @@ class AttemptLoop:
         *,
         panic: bool = False,
     ) -> Success[T] | ProviderError:
-        """Up to `retry.attempts` tries at one deployment; the last error if none worked."""
+        """Up to `retry.attempts` tries at one deployment: the request's `Success` (every
+        attempt so far, `started` the request's start), or the last error if none worked."""
         error: ProviderError | None = None
         attempts, deadline = run.attempts, run.deadline
         for n in range(1, plan.retry.attempts + 1):
@@ -227,10 +230,9 @@ class AttemptLoop:
                 raise
             latency = self.clock() - t0
             if record_success:
-                self.record(d, trace, AttemptResult(deployment=d.name, ok=True,
-                                                    latency_s=self._provider_latency(latency, mark)))
+                self._changed(d, trace, self.health.succeeded(d.name, self._provider_latency(latency, mark)))
             attempts.append(Attempt(deployment=d.name, outcome="ok", latency_ms=latency * 1000, panic=panic))
-            return Success(value, d, (), t0)
+            return Success(value, d, tuple(attempts), run.started)
         assert error is not None
         return error
 
@@ -260,17 +262,25 @@ class AttemptLoop:
         """One call, timed out after `timeout` seconds of the loop's time: the one place an
         attempt's timeout is enforced (the backend only passes it on to LiteLLM).
 
-        With a lag meter, `credited_timeout` cuts the call after `timeout` plus however long
+        With a lag meter, the timeout cuts the call after `timeout` plus however long
         the loop ran late meanwhile, never past the deadline: an answer that arrived while the
         process was starved of CPU is not thrown away (and the request then failed) for a
         delay that was ours. A timeout it makes is a `ProviderTimeout` like the call's own.
         """
+        watch = deadlines().watch(self.lag, timeout, limit_s=remaining)
+        cancelled = False
         try:
-            async with credited_timeout(self.lag, timeout, limit_s=remaining):
-                return await call(d, wire_timeout)
+            return await call(d, wire_timeout)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         except TimeoutError:
-            raise ProviderTimeout(f"no answer within {timeout:g}s (loop stalls not counted)",
-                                  deployment=d.name) from None
+            pass
+        finally:
+            if watch.close(cancelled):
+                raise ProviderTimeout(f"no answer within {timeout:g}s (loop stalls not counted)",
+                                      deployment=d.name) from None
+        raise ProviderTimeout(f"no answer within {timeout:g}s", deployment=d.name)
 
     def _provider_latency(self, elapsed: float, mark: float) -> float:
         """The attempt's latency less the time our loop ran late meanwhile: what the health
@@ -292,9 +302,10 @@ class AttemptLoop:
 
     def record(self, d: Deployment, trace: RequestTrace, result: AttemptResult) -> None:
         """Tell the tracker how an attempt ended; a circuit change becomes an event on the request span."""
-        before = self.health.state(d.name)
-        self.health.record(result)
-        after = self.health.state(d.name)
-        if after != before:
+        self._changed(d, trace, self.health.record(result))
+
+    @staticmethod
+    def _changed(d: Deployment, trace: RequestTrace, transition: Transition | None) -> None:
+        if transition is not None and transition[0] is not transition[1]:
             trace.event("router.circuit.state_change",
-                        {"deployment": d.name, "from": before.value, "to": after.value})
+                        {"deployment": d.name, "from": transition[0].value, "to": transition[1].value})

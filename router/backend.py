@@ -69,20 +69,15 @@ async def warm_up() -> None:
 
 @dataclass(frozen=True, slots=True)
 class ChatResult:
-    """One chat completion: its choices, and `usage` (None when the provider sent none)."""
+    """One chat completion: the first choice's `message` and `finish_reason`; `choices`, every
+    choice, only when there are several (else empty); `usage` (None when the provider sent none)."""
 
     id: str
-    choices: tuple[Choice, ...]
+    message: AssistantMessage
+    finish_reason: str | None
     model: str
     usage: Usage | None
-
-    @property
-    def message(self) -> AssistantMessage:
-        return self.choices[0].message
-
-    @property
-    def finish_reason(self) -> str | None:
-        return self.choices[0].finish_reason
+    choices: tuple[Choice, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,45 +204,54 @@ def _chat_result(resp: Any, d: Deployment) -> ChatResult:
     raw_choices = getattr(resp, "choices", None)
     if not raw_choices:
         raise errors.MalformedResponse("the answer has no choices", deployment=d.name)
-    choices = []
-    for i, c in enumerate(raw_choices):
+    messages = []
+    for c in raw_choices:
         msg = getattr(c, "message", None)
         if msg is None:
             raise errors.MalformedResponse("a choice has no message", deployment=d.name)
-        choices.append(Choice(index=getattr(c, "index", i) or i, message=_message(msg),
-                              finish_reason=getattr(c, "finish_reason", None)))
-    return ChatResult(id=str(getattr(resp, "id", "") or ""), choices=tuple(choices),
-                      model=getattr(resp, "model", None) or d.model, usage=_usage(getattr(resp, "usage", None)))
+        messages.append(_message(msg))
+    first = raw_choices[0]
+    choices = () if len(messages) == 1 else tuple(
+        Choice(index=getattr(c, "index", i) or i, message=m, finish_reason=getattr(c, "finish_reason", None))
+        for i, (c, m) in enumerate(zip(raw_choices, messages, strict=True)))
+    rid = getattr(resp, "id", None)
+    return ChatResult(rid if type(rid) is str else str(rid or ""), messages[0], getattr(first, "finish_reason", None),
+                      getattr(resp, "model", None) or d.model, _usage(getattr(resp, "usage", None)), choices)
 
 
 def _message(msg: Any) -> AssistantMessage:
     calls = getattr(msg, "tool_calls", None)
+    content = getattr(msg, "content", None)
+    refusal = getattr(msg, "refusal", None)
+    if not calls and refusal is None and (content is None or type(content) is str):
+        return AssistantMessage(content=content)  # the common case: text only
     tool_calls = tuple(
         ToolCall(id=str(getattr(c, "id", "") or ""),
                  function=FunctionCall(name=str(c.function.name or ""), arguments=str(c.function.arguments or "")))
         for c in calls
     ) if calls else None
-    content = getattr(msg, "content", None)
-    refusal = getattr(msg, "refusal", None)
     return AssistantMessage(content=content if isinstance(content, str) else None, tool_calls=tool_calls,
                             refusal=refusal if isinstance(refusal, str) else None)
 
 
 def _usage(raw: Any) -> Usage | None:
-    """Our usage from LiteLLM's (OpenAI-shaped, with Anthropic's cache fields); None when absent or empty."""
+    """Our usage from LiteLLM's (OpenAI-shaped, with Anthropic's cache fields); None when absent or
+    empty. A negative count (a broken provider) is read as 0: it must not refund a tenant's budget."""
     if raw is None:
         return None
-    prompt = int(getattr(raw, "prompt_tokens", 0) or 0)
-    completion = int(getattr(raw, "completion_tokens", 0) or 0)
+    prompt = max(0, int(getattr(raw, "prompt_tokens", 0) or 0))
+    completion = max(0, int(getattr(raw, "completion_tokens", 0) or 0))
     if prompt == 0 and completion == 0:
         return None
     prompt_details = getattr(raw, "prompt_tokens_details", None)
     completion_details = getattr(raw, "completion_tokens_details", None)
-    cached = int(getattr(prompt_details, "cached_tokens", 0) or 0)
-    written = int(getattr(raw, "cache_creation_input_tokens", 0) or 0)
-    reasoning = int(getattr(completion_details, "reasoning_tokens", 0) or 0)
+    written = getattr(raw, "cache_creation_input_tokens", None)
+    if prompt_details is None and completion_details is None and not written:
+        return Usage(input_tokens=prompt, output_tokens=completion)  # the plain case, half the cost
+    cached = max(0, int(getattr(prompt_details, "cached_tokens", 0) or 0))
+    reasoning = max(0, int(getattr(completion_details, "reasoning_tokens", 0) or 0))
     return Usage(input_tokens=prompt, output_tokens=completion, cached_input_tokens=cached,
-                 cache_write_tokens=written, reasoning_tokens=reasoning)
+                 cache_write_tokens=max(0, int(written or 0)), reasoning_tokens=reasoning)
 
 
 def _provider_sent_usage(stream: Any) -> bool:

@@ -29,6 +29,7 @@ How results count (Envoy outlier detection, resilience4j, Finagle):
 >>> now = [0.0]
 >>> health = HealthTracker(BreakerConfig(consecutive_failures=1), clock=lambda: now[0])
 >>> health.record(AttemptResult("gpt", ok=False, latency_s=2.0, error_kind="timeout"))
+(<CircuitState.CLOSED: 'closed'>, <CircuitState.OPEN: 'open'>, 'consecutive_failures')
 >>> health.state("gpt"), health.available("gpt"), health.recovers_at("gpt")
 (<CircuitState.OPEN: 'open'>, False, 5.0)
 """
@@ -206,6 +207,7 @@ class HealthTracker:
     >>> health = HealthTracker(clock=lambda: 0.0)
     >>> health.admit("gpt"), health.begin("gpt"), health.in_flight("gpt")
     (True, None, 1)
+    >>> health.record(AttemptResult("gpt", ok=True, latency_s=0.9))  # the first success: warm-up only
     >>> health.record(AttemptResult("gpt", ok=True, latency_s=0.25))
     >>> health.latency_ms("gpt", "p50"), health.in_flight("gpt")
     (250.0, 0)
@@ -247,20 +249,36 @@ class HealthTracker:
         """An attempt starts (admitted, or sent anyway in panic mode)."""
         self._get(deployment).in_flight += 1
 
-    def record(self, result: AttemptResult) -> None:
-        """An attempt ended: learn from it and drive the breaker."""
+    def succeeded(self, deployment: str, latency_s: float) -> Transition | None:
+        """`record` of a plain success (no stream figures), without building an `AttemptResult`."""
+        dep = self._get(deployment)
+        now = self._clock()
+        if dep.in_flight > 0:
+            dep.in_flight -= 1
+        transition = self._success(dep, now, latency_s, None, 0)
+        if transition is not None:
+            self._changed(deployment, transition)
+        return transition
+
+    def _success(self, dep: _Deployment, now: float, latency_s: float, ttft_s: float | None,
+                 output_tokens: int) -> Transition | None:
+        dep.errors.add(now, None)
+        if dep.warm < self._config.latency_warmup_samples:
+            dep.warm += 1  # a first call pays client and connection set-up: not the deployment's speed
+        else:
+            dep.latency.observe(now, latency_s, ttft_s, output_tokens)
+        return dep.breaker.on_success(now)
+
+    def record(self, result: AttemptResult) -> Transition | None:
+        """An attempt ended: learn from it and drive the breaker. Returns the circuit's
+        transition (from, to, reason) when the attempt changed its state, else None."""
         dep = self._get(result.deployment)
         now = self._clock()
         if dep.in_flight > 0:
             dep.in_flight -= 1
         breaker = dep.breaker
         if result.ok:
-            dep.errors.add(now, None)
-            if dep.warm < self._config.latency_warmup_samples:
-                dep.warm += 1  # a first call pays client and connection set-up: not the deployment's speed
-            else:
-                dep.latency.observe(now, result.latency_s, result.ttft_s, result.output_tokens)
-            transition = breaker.on_success(now)
+            transition = self._success(dep, now, result.latency_s, result.ttft_s, result.output_tokens)
         else:
             kind = result.error_kind or "unknown"
             dep.errors.add(now, kind)
@@ -286,6 +304,7 @@ class HealthTracker:
             if transition[1] is CircuitState.OPEN and self._sync is not None:
                 dep.shared_until = breaker.open_until  # our own open, read back, is no news
                 self._sync.publish_later(result.deployment)
+        return transition
 
     # -- reads -------------------------------------------------------------------
 

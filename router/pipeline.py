@@ -106,7 +106,7 @@ class Pipeline:
         """Pick rule, route and attempt order for `ctx` from the serving snapshot."""
         return decide(self.source.current, ctx, self._view, self.rng)
 
-    async def remember(self, response_id: str, d: Deployment, decision: Decision) -> None:
+    def remember(self, response_id: str, d: Deployment, decision: Decision) -> None:
         """Register a response id for `feedback()`; off the caller's path when the store is shared."""
         if self.quality is None:
             return
@@ -167,7 +167,7 @@ class Pipeline:
         ex.trace.cache(hit=lookup.hit)
         if not lookup.hit:
             return lookup.value
-        await ex.served_from_cache()
+        ex.served_from_cache()
         # A fresh id: feedback on one caller's copy must not use up another's.
         return lookup.value.model_copy(update={
             "id": new_response_id(), "cached": True, "cost_usd": 0.0, "attempts": (),
@@ -187,21 +187,22 @@ class Pipeline:
             except BaseException as exc:
                 at.fail(exc, error_type=error_type(exc))
                 raise
-            usage = r.usage or estimate_usage(ctx.prompt_tokens, r.choices[0].message)
+            usage = r.usage or estimate_usage(ctx.prompt_tokens, r.message)
             cost = ex.snapshot.prices.usage_cost(d, usage)
+            reasons = [c.finish_reason or "stop" for c in r.choices] if r.choices else [r.finish_reason or "stop"]
             at.end(response_model=r.model, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                   finish_reasons=[c.finish_reason or "stop" for c in r.choices], cost_usd=cost,
+                   finish_reasons=reasons, cost_usd=cost,
                    output_text=r.message.content or "")
             return r, usage, cost
 
         ok = await ex.run(call)
         result, usage, cost = ok.value
-        await ex.settle(ok.deployment, usage, cost)
+        ex.settle(ok.deployment, usage, cost)
         response_id = result.id or new_response_id()
-        await ex.succeed(ok.deployment, ok.attempts, usage, cost, response_id=response_id)
+        ex.succeed(ok.deployment, ok.attempts, usage, cost, response_id=response_id)
         return LLMResponse(
             id=response_id, text=result.message.content or "", message=result.message,
-            choices=result.choices if len(result.choices) > 1 else (), deployment=ok.deployment.name,
+            choices=result.choices, deployment=ok.deployment.name,
             model=result.model, provider=ok.deployment.provider, route=ex.decision.route.name, usage=usage,
             cost_usd=cost, latency_ms=(self.clock() - ok.started) * 1000, finish_reason=result.finish_reason,
             attempts=ok.attempts,
@@ -232,7 +233,7 @@ class Pipeline:
         stored = await self.cache.peek(key, decode=rc.decode_stream, route=plan.route) if plan.read else None
         ex.trace.cache(hit=stored is not None)
         if stored is not None:
-            await ex.served_from_cache()
+            ex.served_from_cache()
             for chunk in stored[:-1]:
                 yield chunk.model_copy(update={"cached": True})
             yield stored[-1].model_copy(update={
@@ -281,7 +282,7 @@ class Pipeline:
         ex.trace.cache(hit=not sent)
         if sent:
             return sent[0].model_copy(update={"embeddings": vectors})
-        await ex.served_from_cache()
+        ex.served_from_cache()
         first = ex.decision.plan.order[0]
         return EmbeddingResponse(embeddings=vectors, deployment=first.name, model=first.model,
                                  provider=first.provider, route=ex.decision.route.name, cached=True,
@@ -306,8 +307,8 @@ class Pipeline:
 
         ok = await ex.run(call)
         vectors, model, usage, cost = ok.value
-        await ex.settle(ok.deployment, usage, cost)
-        await ex.succeed(ok.deployment, ok.attempts, usage, cost)
+        ex.settle(ok.deployment, usage, cost)
+        ex.succeed(ok.deployment, ok.attempts, usage, cost)
         return EmbeddingResponse(
             embeddings=vectors, deployment=ok.deployment.name, model=model, provider=ok.deployment.provider,
             route=ex.decision.route.name, usage=usage, cost_usd=cost,
@@ -345,7 +346,10 @@ class Pipeline:
                        strategy=decision.route.strategy.name,
                        candidates=_first_names(decision.plan.order) if trace.recording else ())
         ex = _Exchange(self, decision, trace)
-        await ex.reserve()
+        if self.quota is not None and decision.snapshot.tenants is not None:
+            await ex.reserve()
+        else:
+            trace.quota(decision="skipped")
         return ex
 
 
@@ -364,7 +368,7 @@ class _Exchange:
     #: Unix seconds when the request arrived (for the decision log).
     arrived: float = field(default_factory=time.time)
 
-    async def succeed(self, d: Deployment, attempts: tuple[Attempt, ...], usage: Usage, cost: float, *,
+    def succeed(self, d: Deployment, attempts: tuple[Attempt, ...], usage: Usage, cost: float, *,
                       response_id: str | None = None) -> None:
         """The request is answered: end its trace, log it, remember its id for feedback."""
         fell_back = bool(attempts) and attempts[0].deployment != d.name
@@ -376,7 +380,7 @@ class _Exchange:
                   input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=cost,
                   latency_ms=(time.time() - self.arrived) * 1000)
         if response_id is not None and p.quality is not None:
-            await p.remember(response_id, d, self.decision)
+            p.remember(response_id, d, self.decision)
 
     def fail(self, exc: BaseException, attempts: Sequence[Attempt] = ()) -> None:
         """The request failed: end its trace with `error.type` and log the error's kind (never its text)."""
@@ -423,7 +427,7 @@ class _Exchange:
                                                 record_success=record_success,
                                                 admit=self.admit if self.reservation is not None else None)
         except BaseException as exc:
-            await self.refund()
+            self.refund()
             self.fail(exc)
             raise
 
@@ -444,11 +448,11 @@ class _Exchange:
         try:
             return await work
         except BaseException as exc:
-            await self.refund()
+            self.refund()
             self.fail(exc)
             raise
 
-    async def served_from_cache(self) -> None:
+    def served_from_cache(self) -> None:
         """A hit counts against request rates, not against token or dollar budgets."""
         p = self.pipeline
         if self.reservation is not None and p.quota is not None and not self.settled:
@@ -478,7 +482,7 @@ class _Exchange:
             raise
         self.trace.quota(decision="reserved")
 
-    async def settle(self, d: Deployment, usage: Usage, cost: float) -> None:
+    def settle(self, d: Deployment, usage: Usage, cost: float) -> None:
         """Replace the estimate with what the call used, off the caller's path (a background
         task delivers it; the reserve was the request's one quota round trip)."""
         p = self.pipeline
@@ -486,7 +490,7 @@ class _Exchange:
             self.settled = True
             p.quota.settle_soon(self.reservation, tokens=usage.total_tokens, cost_usd=cost, deployment=d.name)
 
-    async def refund(self) -> None:
+    def refund(self) -> None:
         p = self.pipeline
         if self.reservation is not None and p.quota is not None and not self.settled:
             self.settled = True

@@ -38,6 +38,8 @@ class PriceBook:
 
     def __init__(self, cost_map: dict[str, Any] | None = None) -> None:
         self._cost_map = cost_map
+        #: name -> (the deployment object they were computed for, its rates): every call prices its answer.
+        self._rates: dict[str, tuple[Deployment, Rates]] = {}
 
     def _entry(self, model: str) -> dict[str, Any] | None:
         if self._cost_map is None:
@@ -55,6 +57,14 @@ class PriceBook:
     def rates(self, deployment: Deployment) -> Rates:
         """USD per token for each kind of token; cached and reasoning rates default to the
         input and output rates where neither the YAML nor LiteLLM's table says otherwise."""
+        known = self._rates.get(deployment.name)
+        if known is not None and known[0] is deployment:
+            return known[1]
+        rates = self._rates_of(deployment)
+        self._rates[deployment.name] = (deployment, rates)
+        return rates
+
+    def _rates_of(self, deployment: Deployment) -> Rates:
         p = deployment.price
         if p is not None:
             inp = p.input_per_mtok / 1e6
@@ -90,6 +100,8 @@ class PriceBook:
         0.000825
         """
         r = self.rates(deployment)
+        if not (usage.cached_input_tokens or usage.cache_write_tokens or usage.reasoning_tokens):
+            return usage.input_tokens * r.input + usage.output_tokens * r.output
         fresh = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
         plain_out = max(0, usage.output_tokens - usage.reasoning_tokens)
         return (fresh * r.input + usage.cached_input_tokens * r.cached_input

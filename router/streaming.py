@@ -124,7 +124,7 @@ async def stream_answer(
         if resumable and kind is not None and acc.text() and not acc.has_tool_calls():
             resumed = await _resume(p, ex, opener, request, acc.text(), tried, deadline)
         if resumed is None:
-            await ex.settle(d, total, spent)
+            ex.settle(d, total, spent)
             ex.fail(failure, attempts)
             raise failure
         ex.trace.event("router.stream.resumed", {"from": d.name, "to": resumed.deployment.name,
@@ -134,8 +134,8 @@ async def stream_answer(
         tried.add(d.name)
         acc.next_segment(ctx.prompt_tokens + count_text(acc.text()))
     response_id = acc.id or new_response_id()
-    await ex.settle(d, total, spent)
-    await ex.succeed(d, tuple(attempts), total, spent, response_id=response_id)
+    ex.settle(d, total, spent)
+    ex.succeed(d, tuple(attempts), total, spent, response_id=response_id)
     yield StreamChunk(deployment=d.name, done=True, id=response_id, route=ex.decision.route.name,
                       finish_reason=acc.finish, message=acc.message(), usage=total, cost_usd=spent,
                       latency_ms=(p.clock() - ok.started) * 1000, attempts=tuple(attempts))

@@ -18,7 +18,7 @@ import importlib.util
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +78,25 @@ def count_text(text: str) -> int:
     return _counter()(text)
 
 
+#: Texts up to this many characters have their count remembered (`COUNT_CACHE_ENTRIES` of them, a few
+#: MiB at most): a system prompt or a conversation's earlier turns come back on every request.
+COUNT_CACHE_CHARS = 4096
+COUNT_CACHE_ENTRIES = 1024
+
+
+@cache
 def _counter() -> Callable[[str], int]:
     encode = _encode()
     if encode is None:
         return lambda text: len(text) // 4
-    return lambda text: len(encode(text))
+
+    @lru_cache(maxsize=COUNT_CACHE_ENTRIES)
+    def remembered(text: str) -> int:
+        return len(encode(text))
+
+    def count(text: str) -> int:
+        return remembered(text) if len(text) <= COUNT_CACHE_CHARS else len(encode(text))
+    return count
 
 
 def _content_tokens(content: object, count: Callable[[str], int]) -> int:

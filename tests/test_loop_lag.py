@@ -111,3 +111,45 @@ async def test_without_a_meter_it_is_a_plain_timeout() -> None:
             await asyncio.sleep(30)
     async with credited_timeout(None, 5.0, limit_s=5.0):
         await asyncio.sleep(0)
+
+
+async def test_one_timer_serves_waits_armed_in_any_order() -> None:
+    # The long wait arms the shared timer first; the short ones must still fire on time.
+    release = asyncio.Event()
+
+    async def wait(timeout_s: float) -> str:
+        try:
+            async with credited_timeout(None, timeout_s, limit_s=20.0):
+                await release.wait()
+        except TimeoutError:
+            return "timed out"
+        return "answered"
+
+    long = asyncio.create_task(wait(10.0))
+    await asyncio.sleep(0)
+    started = time.monotonic()
+    short = [asyncio.create_task(wait(t)) for t in (0.2, 0.05)]
+    assert await asyncio.gather(*short) == ["timed out", "timed out"]
+    assert time.monotonic() - started < 5  # not held back until the long wait's timer
+    release.set()
+    assert await long == "answered"
+
+
+async def test_a_finished_wait_is_never_cancelled_later() -> None:
+    async with credited_timeout(None, 0.05, limit_s=20.0):
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.15)  # past the finished wait's time: this sleep is not cut
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_an_outer_cancel_is_not_taken_for_the_timeout() -> None:
+    async def waits() -> None:
+        async with credited_timeout(None, 10.0, limit_s=20.0):
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(waits())
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

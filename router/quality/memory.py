@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from router.quality.base import Decay, Evidence, FeedbackNotFound, FeedbackTarget, QualityKey, QualityStore
@@ -24,7 +25,7 @@ class MemoryQualityStore(QualityStore):
     measured one, so a flood of task labels cannot erase what was learned.
     At most `max_pending` response ids wait for feedback; beyond that the
     oldest are forgotten first, and an id older than `feedback_ttl_s` is
-    unknown. A plain insertion-ordered dict, not cachetools' TTLCache: every
+    unknown. An insertion-ordered dict, not cachetools' TTLCache: every
     response registers an id and TTLCache's bookkeeping cost ~5 µs a call on
     the request path; here the expiry is checked when feedback arrives.
     """
@@ -38,7 +39,10 @@ class MemoryQualityStore(QualityStore):
         self._evidence: dict[QualityKey, tuple[Evidence, float]] = {}  # key -> (counts at age 0, updated at)
         self._max_pending = max_pending
         self._feedback_ttl_s = feedback_ttl_s
-        self._pending: dict[str, tuple[FeedbackTarget | str, float]] = {}  # id -> (target or tombstone, at)
+        # id -> (target or tombstone, at), oldest first. An OrderedDict: dropping a plain dict's
+        # oldest key (`del d[next(iter(d))]`) scans every slot deleted before it, O(n) a request
+        # once the registry is full.
+        self._pending: OrderedDict[str, tuple[FeedbackTarget | str, float]] = OrderedDict()
 
     async def add(self, keys: Sequence[QualityKey], score: float, decay: Decay) -> list[Evidence | None]:
         now = self._clock()
@@ -73,7 +77,7 @@ class MemoryQualityStore(QualityStore):
         pending.pop(response_id, None)  # re-registered: it moves to the newest end
         pending[response_id] = (target, self._clock())
         if len(pending) > self._max_pending:
-            del pending[next(iter(pending))]  # the oldest
+            pending.popitem(last=False)  # the oldest
 
     async def take_target(self, response_id: str, tenant: str | None = None) -> FeedbackTarget:
         held = self._pending.get(response_id)
