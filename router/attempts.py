@@ -41,6 +41,7 @@ from router.errors import (
 from router.health import AttemptResult, HealthTracker
 from router.loop_lag import LoopLag, deadlines
 from router.models import Attempt
+from router.records import record
 from router.schema import Deployment, Retry
 from router.tracing import RequestTrace
 
@@ -52,7 +53,7 @@ AttemptCall = Callable[[Deployment, float], Awaitable[T]]
 AdmitHook = Callable[[Deployment, float], Awaitable[str | None]]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Plan:
     """The routing decision: which deployments, in which order, under which rules."""
 
@@ -67,7 +68,7 @@ class Plan:
     max_ejection_percent: int = 100
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Success(Generic[T]):
     value: T
     deployment: Deployment

@@ -23,13 +23,13 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Protocol
 
 from router import errors
 from router.health import parse_retry_after
 from router.models import AssistantMessage, Choice, FunctionCall, ToolCall, ToolCallDelta, Usage
+from router.records import record
 from router.redact import scrub
 from router.schema import Deployment
 
@@ -67,7 +67,7 @@ async def warm_up() -> None:
     _warmed = True
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ChatResult:
     """One chat completion: the first choice's `message` and `finish_reason`; `choices`, every
     choice, only when there are several (else empty); `usage` (None when the provider sent none)."""
@@ -80,7 +80,7 @@ class ChatResult:
     choices: tuple[Choice, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class StreamPiece:
     """One streamed chunk: text and tool-call fragments; the last carries usage."""
 
@@ -92,7 +92,7 @@ class StreamPiece:
     id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EmbedResult:
     vectors: list[list[float]]
     model: str

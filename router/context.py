@@ -7,19 +7,22 @@ layer hands a mutable dict of extras to the next.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Literal
+
+from router.records import record
 
 Operation = Literal["chat", "embeddings"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RequestContext:
     """What the caller asked for, as the router sees it.
 
     `prompt_tokens` is an estimate (LiteLLM's token counter when available, a
     character count otherwise); `max_tokens` is the output budget the call
-    will request.
+    will request. Immutable (a `router.records.record`: mypy refuses an
+    assignment); `dataclasses.replace` makes a changed copy.
     """
 
     operation: Operation

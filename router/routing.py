@@ -31,11 +31,12 @@ from router.context import RequestContext
 from router.errors import NoRouteAvailable
 from router.policy.snapshot import CompiledRoute, Snapshot, SourcedRule
 from router.policy.tenant_views import TenantView
+from router.records import record
 from router.schema import Deployment
 from router.strategies import HealthView
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RouteChoice:
     """The route a request goes to, and why (for spans and `explain`)."""
 
@@ -66,7 +67,7 @@ def choose_route(snap: Snapshot, ctx: RequestContext) -> RouteChoice:
     return RouteChoice(snap.default_route, None, "default route")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Candidate:
     """One deployment a request could reach, with its verdict.
 
@@ -81,7 +82,7 @@ class Candidate:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Candidates:
     """The verdicts on every deployment a request could reach.
 
@@ -219,7 +220,7 @@ def _static_verdict(d: Deployment, ctx: RequestContext, needed: int) -> str | No
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Decision:
     """Where a request goes: the rule that matched, the route, the order to try."""
 
