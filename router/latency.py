@@ -110,12 +110,12 @@ class LatencyStats:
         """Feed peak-EWMA alone (a timeout is a lower bound on latency worth knowing)."""
         if not 0 <= latency_s < math.inf:
             return
-        cost = self.peak_ewma_s(now)
-        if cost is None or latency_s > cost:
+        if self._peak is None:
             self._peak = latency_s
         else:
-            w = math.exp(-(now - self._peak_at) / self._decay)
-            self._peak = self._peak_decayed(now) * w + latency_s * (1.0 - w)
+            w = math.exp(-max(now - self._peak_at, 0.0) / self._decay)  # one exp for the decay and the weight
+            cost = self._peak * w
+            self._peak = latency_s if latency_s > cost else cost * w + latency_s * (1.0 - w)
         self._peak_at = now
 
     def peak_ewma_s(self, now: float) -> float | None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from router.errors import InvalidRequest, RouterError
+from router.records import record
 
 #: Longest task label accepted: tasks are low-cardinality names ("code", "summarise"), not text.
 MAX_TASK_CHARS = 64
@@ -84,7 +85,7 @@ class QualityView(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FeedbackTarget:
     """What a response id stands for: where feedback on it is counted, and whose it was."""
 
