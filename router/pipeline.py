@@ -159,7 +159,7 @@ class Pipeline:
 
         async def compute() -> Computed[LLMResponse]:
             response = await self._chat_once(ex, request, params, messages_for)
-            return Computed(response, payload=rc.encode_chat(response))
+            return Computed(response, payload=rc.encode_chat(response) if plan.write else None)
 
         lookup = await ex.guard(self.cache.get_or_compute(
             rc.chat_key(plan, request, params), compute, decode=rc.decode_chat, route=plan.route,

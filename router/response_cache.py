@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
-from router.cache import CacheKeyError, cache_key, embedding_key, partition_for
+from router.cache import chat_key_frame, embedding_key, key_in_frame, partition_for
 from router.errors import InvalidRequest
 from router.models import LLMResponse, StreamChunk
 from router.policy.snapshot import CompiledRoute
+from router.records import record
 from router.request import ChatRequest
 from router.schema import CacheSpec
 
@@ -28,9 +28,10 @@ CacheMode = Literal["default", "no-cache", "no-store"]
 CACHE_MODES: frozenset[str] = frozenset({"default", "no-cache", "no-store"})
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CachePlan:
-    """How one request uses the cache: `read` it, `write` it, for `ttl_s` seconds."""
+    """How one request uses the cache: `read` it, `write` it, for `ttl_s` seconds.
+    `frame` is the key document around the request (`router.cache.chat_key_frame`)."""
 
     partition: str
     route: str
@@ -39,12 +40,30 @@ class CachePlan:
     write: bool
     ttl_s: float
     lock_ttl_s: float
+    frame: tuple[str, str]
 
 
 def check_mode(mode: str) -> None:
     """Raise `InvalidRequest` naming `cache` for a mode other than the three."""
     if mode not in CACHE_MODES:
         raise InvalidRequest(f"must be one of {sorted(CACHE_MODES)}", field="cache")
+
+
+#: (route name, partition) -> (the compiled route it was made for, its key frame). Cleared
+#: when full: tenants are many, and a frame costs two small JSON dumps to make again.
+_FRAMES: dict[tuple[str, str], tuple[CompiledRoute, tuple[str, str]]] = {}
+_MAX_FRAMES = 4096
+
+
+def _frame(route: CompiledRoute, partition: str) -> tuple[str, str]:
+    known = _FRAMES.get((route.name, partition))
+    if known is not None and known[0] is route:
+        return known[1]
+    if len(_FRAMES) >= _MAX_FRAMES:
+        _FRAMES.clear()
+    frame = chat_key_frame(partition=partition, route=route.name, deployments=route.serves_from)
+    _FRAMES[(route.name, partition)] = (route, frame)
+    return frame
 
 
 def plan_for(route: CompiledRoute, tenant: str, mode: str, *, deterministic: bool,
@@ -60,19 +79,16 @@ def plan_for(route: CompiledRoute, tenant: str, mode: str, *, deterministic: boo
     write = spec.writes and mode != "no-store"
     if not (read or write):
         return None
-    return CachePlan(partition_for(tenant, shared_across_tenants=spec.shared_across_tenants), route.name,
-                     route.serves_from, read, write, spec.ttl_s, route.spec.deadline_s)
+    partition = partition_for(tenant, shared_across_tenants=spec.shared_across_tenants)
+    return CachePlan(partition, route.name, route.serves_from, read, write, spec.ttl_s, route.spec.deadline_s,
+                     _frame(route, partition))
 
 
 def chat_key(plan: CachePlan, request: ChatRequest, params: dict[str, Any]) -> str:
-    """The key of a chat answer: partition, route, messages, every output-changing parameter, deployments."""
-    try:
-        # checked: build_chat_request validated every message and parameter as plain JSON
-        return cache_key(partition=plan.partition, route=plan.route, deployments=plan.deployments,
-                         request={"messages": list(request.messages), "params": params, "stream": request.stream},
-                         checked=True)
-    except CacheKeyError as exc:
-        raise InvalidRequest(str(exc), field=exc.path) from None
+    """The key of a chat answer: partition, route, messages, every output-changing parameter,
+    deployments (`router.cache.cache_key`'s, from the plan's precomputed frame)."""
+    # build_chat_request validated every message and parameter as plain JSON
+    return key_in_frame(*plan.frame, {"messages": request.messages, "params": params, "stream": request.stream})
 
 
 def embedding_keys(plan: CachePlan, texts: Sequence[str]) -> list[str]:

@@ -12,8 +12,10 @@ from router.cache import (
     CacheKeyError,
     cache_key,
     canonical_json,
+    chat_key_frame,
     embedding_key,
     is_deterministic,
+    key_in_frame,
     partition_for,
     split_batch,
 )
@@ -31,6 +33,19 @@ def key(request: dict[str, Any] | None = None, **kw: Any) -> str:
 
 
 class TestCanonicalKeys:
+    @pytest.mark.parametrize("request_doc", [
+        {"messages": MESSAGES, "temperature": 0},
+        {"messages": ({"role": "user", "content": "héllo \u2028 \"quoted\" 🦜"},), "params": {"top_p": 0.1,
+                                                                                       "seed": 7}},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}],
+         "params": {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"b": 1e-07, "a": None}}}],
+                    "logprobs": True}, "stream": True},
+    ])
+    def test_a_key_in_a_precomputed_frame_is_the_same_key(self, request_doc: dict[str, Any]) -> None:
+        head, tail = chat_key_frame(partition="acme", route="default",
+                                    deployments=["gpt-4o-mini", "claude-haiku", "gpt-4o-mini"])
+        assert key_in_frame(head, tail, request_doc) == key(request_doc)
+
     def test_dict_order_and_deployment_order_do_not_matter(self) -> None:
         reordered = {"temperature": 0, "messages": [{"content": m["content"], "role": m["role"]}
                                                     for m in MESSAGES]}

@@ -25,8 +25,10 @@ from router.cache.keys import (
     CacheKeyError,
     cache_key,
     canonical_json,
+    chat_key_frame,
     embedding_key,
     is_deterministic,
+    key_in_frame,
     partition_for,
 )
 from router.cache.memory import MemoryCacheStore
@@ -50,8 +52,10 @@ __all__ = [
     "cache_key",
     "cache_store_from_url",
     "canonical_json",
+    "chat_key_frame",
     "embedding_key",
     "is_deterministic",
+    "key_in_frame",
     "partition_for",
     "split_batch",
 ]

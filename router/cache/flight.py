@@ -43,12 +43,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from router.cache.base import CacheStore
 from router.cache.batch import split_batch
 from router.cache.metrics import CacheCounters, CacheEvent, CacheObserver, EventKind
+from router.records import record
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ T = TypeVar("T")
 Outcome = Literal["hit", "coalesced", "miss", "bypass"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Computed(Generic[T]):
     """What a computation returns: the caller's value and, if it may be stored, its bytes.
 
@@ -69,7 +69,7 @@ class Computed(Generic[T]):
     payload: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Lookup(Generic[T]):
     """The answer to one `get_or_compute`: the value and how it was obtained.
 
@@ -129,10 +129,9 @@ class ResponseCache:
         self._flights: dict[str, asyncio.Future[Any]] = {}
 
     def _emit(self, route: str, kind: EventKind, nbytes: int = 0) -> None:
-        event = CacheEvent(route=route, kind=kind, nbytes=nbytes)
-        self.counters(event)
+        self.counters.count(route, kind, nbytes)
         if self._observer is not None:
-            self._observer(event)
+            self._observer(CacheEvent(route=route, kind=kind, nbytes=nbytes))
 
     def _decoded(self, raw: bytes, decode: Callable[[bytes], T], route: str) -> tuple[T] | None:
         """(decode(raw),), or None when the entry cannot be decoded (then it is a miss)."""

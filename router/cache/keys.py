@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.encoder
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 #: Bumped when the key document changes shape, so old entries are never read as new.
 KEY_VERSION = 1
@@ -81,9 +83,23 @@ def canonical_json(value: object, *, path: str = "value") -> str:
                       ensure_ascii=False, allow_nan=False)
 
 
+def _not_json(value: object) -> object:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# json.dumps builds its C encoder on every call (~1.2 µs of a 2.5 µs dump of a short request);
+# with the C speedups present, one encoder made once, with `dumps`' own arguments, serves every
+# key. No cycle check (markers=None): a checked value came out of a successful json.dumps.
+_make_c_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODER: Any = (_make_c_encoder(None, _not_json, json.encoder.encode_basestring, None, ":", ",", True, False, False)
+                   if _make_c_encoder is not None else None)
+
+
 def _checked_json(value: object) -> str:
     """Canonical JSON of a value already known to be plain JSON (string keys, finite numbers):
     json keeps true apart from 1 and 1 apart from 1.0 as `_plain` does, at a fifth of its cost."""
+    if _C_ENCODER is not None and isinstance(value, dict):
+        return "".join(_C_ENCODER(value, 0))
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -129,6 +145,29 @@ def cache_key(
         "request": request,
         "deployments": sorted(set(deployments)),
     }, checked=checked)
+
+
+def chat_key_frame(*, partition: str, route: str, deployments: Sequence[str]) -> tuple[str, str]:
+    """The canonical JSON of `cache_key`'s document around its request: `(head, tail)`, so that
+    `sha256(head + canonical request + tail)` is `cache_key` with the same arguments.
+
+    Everything but the request is fixed for a route and a tenant: a caller that keys
+    many requests computes the frame once (the router does, per route and partition).
+
+    >>> head, tail = chat_key_frame(partition="acme", route="default", deployments=["b", "a"])
+    >>> request = {"messages": [{"role": "user", "content": "hi"}]}
+    >>> key_in_frame(head, tail, request) == cache_key(partition="acme", route="default",
+    ...                                                request=request, deployments=["a", "b"])
+    True
+    """
+    before = _checked_json({"deployments": sorted(set(deployments)), "kind": "chat", "partition": partition})
+    after = _checked_json({"route": route, "v": KEY_VERSION})
+    return before[:-1] + ',"request":', "," + after[1:]
+
+
+def key_in_frame(head: str, tail: str, request: Mapping[str, object]) -> str:
+    """The key of `request` (already validated as plain JSON) in a frame from `chat_key_frame`."""
+    return hashlib.sha256((head + _checked_json(request) + tail).encode("utf-8")).hexdigest()
 
 
 def embedding_key(

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Literal
 
+from router.records import record
+
 #: hit: answered from the store at once; coalesced: answered by another caller's
 #: computation (in this process, or another process's entry waited for);
 #: miss: this caller computed; bypass: computed without reading (read=False);
@@ -25,7 +27,7 @@ from typing import Literal
 EventKind = Literal["hit", "coalesced", "miss", "bypass", "write", "decode_error"]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CacheEvent:
     """One thing the cache did on `route`; `nbytes` is the payload size (0 when none)."""
 
@@ -79,14 +81,18 @@ class CacheCounters:
         self._routes: dict[str, dict[str, int]] = {}
 
     def __call__(self, event: CacheEvent) -> None:
-        counts = self._routes.get(event.route)
+        self.count(event.route, event.kind, event.nbytes)
+
+    def count(self, route: str, kind: EventKind, nbytes: int = 0) -> None:
+        """Count one event (what `__call__` does, without building a `CacheEvent`)."""
+        counts = self._routes.get(route)
         if counts is None:
-            counts = self._routes[event.route] = dict.fromkeys(_ZERO, 0)
-        counts[_FIELD[event.kind]] += 1
-        if event.kind == "hit" or event.kind == "coalesced":
-            counts["bytes_read"] += event.nbytes
-        elif event.kind == "write":
-            counts["bytes_written"] += event.nbytes
+            counts = self._routes[route] = dict.fromkeys(_ZERO, 0)
+        counts[_FIELD[kind]] += 1
+        if kind == "hit" or kind == "coalesced":
+            counts["bytes_read"] += nbytes
+        elif kind == "write":
+            counts["bytes_written"] += nbytes
 
     def route(self, route: str) -> RouteCounters:
         """The totals of `route` (all zero if it has seen no event)."""
