@@ -153,7 +153,8 @@ async def create_default_router(
         log.warning("health store %s unreachable at start; circuits are local until it answers",
                     scrub(settings.health_store_url))
     quota = QuotaManager(store_from_url(settings.quota_store_url), clock=time.time)
-    cache = ResponseCache(cache_store_from_url(settings.cache_store_url), observer=telemetry.cache_event)
+    cache = ResponseCache(cache_store_from_url(settings.cache_store_url),
+                          observer=telemetry.cache_event if telemetry.metered else None)
     templates = await load_prompts(settings)
     quality = tracker_from_url(settings.quality_store_url, clock=clock)
     quality.start()

@@ -101,11 +101,12 @@ class LoopLag:
 class Watch:
     """One armed timeout (see `Deadlines.watch`): `expired` once it has cancelled its task."""
 
-    __slots__ = ("cancelling", "done", "expired", "lag", "limit_s", "mark", "start", "task", "timeout_s")
+    __slots__ = ("cancelling", "done", "expired", "lag", "limit_s", "mark", "owner", "start", "task", "timeout_s")
 
-    def __init__(self, task: asyncio.Task[Any], start: float, lag: LoopLag | None, timeout_s: float,
-                 limit_s: float) -> None:
-        self.task, self.start, self.lag, self.timeout_s, self.limit_s = task, start, lag, timeout_s, limit_s
+    def __init__(self, owner: Deadlines, task: asyncio.Task[Any], start: float, lag: LoopLag | None,
+                 timeout_s: float, limit_s: float) -> None:
+        self.owner, self.start, self.lag, self.timeout_s, self.limit_s = owner, start, lag, timeout_s, limit_s
+        self.task: asyncio.Task[Any] | None = task
         self.mark = lag.now() if lag is not None else 0.0
         self.cancelling = task.cancelling()
         self.done = self.expired = False
@@ -119,10 +120,13 @@ class Watch:
     def close(self, cancelled: bool) -> bool:
         """Disarm; True when the task's `CancelledError` (`cancelled`) was this timeout's own,
         which the caller turns into its timeout error. The same test as `asyncio.Timeout`."""
-        self.done = True
-        if not self.expired:
+        task, self.task = self.task, None  # a finished wait keeps no task (nor its frames) alive
+        if not self.done:
+            self.done = True
+            self.owner.live -= 1
+        if not self.expired or task is None:
             return False
-        return self.task.uncancel() <= self.cancelling and cancelled
+        return task.uncancel() <= self.cancelling and cancelled
 
 
 class Deadlines:
@@ -132,13 +136,18 @@ class Deadlines:
     ends, ~4 µs an attempt; here a wait is a heap entry (timeouts are mostly
     equal, so entries arrive in order and the push is O(1)) and one timer is
     armed for the earliest. A finished wait is only marked done: the timer drops
-    it when its time comes. A wait that falls due is credited with the loop's
+    it when its time comes, and the heap is compacted when finished waits
+    outnumber live ones (so memory follows the waits in flight, not the request
+    rate times the timeout). A wait that falls due is credited with the loop's
     lateness (`LoopLag.late_since`) and pushed back, or its task is cancelled,
     as `asyncio.timeout` does; `Watch.close` tells the caller whether the
     `CancelledError` it sees is the timeout's.
     """
 
-    __slots__ = ("__weakref__", "_heap", "_loop", "_seq", "_timer", "_timer_at")
+    __slots__ = ("__weakref__", "_heap", "_loop", "_seq", "_timer", "_timer_at", "live")
+
+    #: The heap is compacted once it holds this many entries and twice as many as are live.
+    COMPACT_AT = 1024
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -146,6 +155,8 @@ class Deadlines:
         self._seq = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        #: Waits armed and not yet closed or expired.
+        self.live = 0
 
     def watch(self, lag: LoopLag | None, timeout_s: float, *, limit_s: float) -> Watch:
         """Cancel the current task once `timeout_s` (plus the loop's lateness, with `lag`)
@@ -154,13 +165,23 @@ class Deadlines:
         if task is None:
             raise RuntimeError("a timeout must be armed inside a task")
         now = self._loop.time()
-        w = Watch(task, now, lag, timeout_s, limit_s)
+        w = Watch(self, task, now, lag, timeout_s, limit_s)
         end = now + min(timeout_s, max(0.0, limit_s))
+        heap = self._heap
+        if len(heap) >= self.COMPACT_AT and len(heap) > 2 * self.live:
+            heap[:] = [e for e in heap if not e[2].done]
+            heapq.heapify(heap)
         self._seq += 1
-        heapq.heappush(self._heap, (end, self._seq, w))
+        self.live += 1
+        heapq.heappush(heap, (end, self._seq, w))
         if end < self._timer_at:
             self._arm(end)
         return w
+
+    @property
+    def held(self) -> int:
+        """Heap entries, finished waits not yet dropped included (what memory the waits take)."""
+        return len(self._heap)
 
     def _arm(self, when: float) -> None:
         if self._timer is not None:
@@ -173,7 +194,7 @@ class Deadlines:
         heap, now = self._heap, self._loop.time()
         while heap and (heap[0][2].done or heap[0][0] <= now):
             _, _, w = heapq.heappop(heap)
-            if w.done:
+            if w.done or w.task is None:
                 continue
             end = w.end()
             if end > now:
@@ -181,6 +202,7 @@ class Deadlines:
                 heapq.heappush(heap, (end, self._seq, w))
                 continue
             w.done = w.expired = True
+            self.live -= 1
             w.task.cancel()
         if heap:
             self._arm(heap[0][0])

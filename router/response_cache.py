@@ -49,39 +49,41 @@ def check_mode(mode: str) -> None:
         raise InvalidRequest(f"must be one of {sorted(CACHE_MODES)}", field="cache")
 
 
-#: (route name, partition) -> (the compiled route it was made for, its key frame). Cleared
-#: when full: tenants are many, and a frame costs two small JSON dumps to make again.
-_FRAMES: dict[tuple[str, str], tuple[CompiledRoute, tuple[str, str]]] = {}
-_MAX_FRAMES = 4096
-
-
-def _frame(route: CompiledRoute, partition: str) -> tuple[str, str]:
-    known = _FRAMES.get((route.name, partition))
-    if known is not None and known[0] is route:
-        return known[1]
-    if len(_FRAMES) >= _MAX_FRAMES:
-        _FRAMES.clear()
-    frame = chat_key_frame(partition=partition, route=route.name, deployments=route.serves_from)
-    _FRAMES[(route.name, partition)] = (route, frame)
-    return frame
+#: (route name, tenant, mode) -> (the compiled route it was made for, its plan or None). Cleared
+#: when full: tenants are many, and a plan costs two small JSON dumps (its key frame) to make again.
+_PLANS: dict[tuple[str, str, str], tuple[CompiledRoute, CachePlan | None]] = {}
+_MAX_PLANS = 4096
 
 
 def plan_for(route: CompiledRoute, tenant: str, mode: str, *, deterministic: bool,
              n: int = 1) -> CachePlan | None:
-    """The cache plan for a request on `route`, or None when the cache does not apply."""
-    check_mode(mode)
+    """The cache plan for a request on `route`, or None when the cache does not apply.
+    Plans are made once per route, tenant and mode (the same value every time)."""
     spec: CacheSpec = route.spec.cache
     if spec.mode == "off":
         return None
     if (spec.deterministic_only or n > 1) and not deterministic:
         return None
+    known = _PLANS.get((route.name, tenant, mode))
+    if known is not None and known[0] is route:
+        return known[1]
+    check_mode(mode)
+    plan = _make_plan(route, tenant, mode)
+    if len(_PLANS) >= _MAX_PLANS:
+        _PLANS.clear()
+    _PLANS[(route.name, tenant, mode)] = (route, plan)
+    return plan
+
+
+def _make_plan(route: CompiledRoute, tenant: str, mode: str) -> CachePlan | None:
+    spec = route.spec.cache
     read = spec.reads and mode != "no-cache"
     write = spec.writes and mode != "no-store"
     if not (read or write):
         return None
     partition = partition_for(tenant, shared_across_tenants=spec.shared_across_tenants)
-    return CachePlan(partition, route.name, route.serves_from, read, write, spec.ttl_s, route.spec.deadline_s,
-                     _frame(route, partition))
+    frame = chat_key_frame(partition=partition, route=route.name, deployments=route.serves_from)
+    return CachePlan(partition, route.name, route.serves_from, read, write, spec.ttl_s, route.spec.deadline_s, frame)
 
 
 def chat_key(plan: CachePlan, request: ChatRequest, params: dict[str, Any]) -> str:
@@ -99,12 +101,16 @@ def embedding_keys(plan: CachePlan, texts: Sequence[str]) -> list[str]:
 
 def cacheable(response: LLMResponse) -> bool:
     """False for answers the content filter flagged (another call may answer differently)."""
-    reasons = [c.finish_reason for c in response.choices] or [response.finish_reason]
-    return "content_filter" not in reasons
+    if response.choices:
+        return all(c.finish_reason != "content_filter" for c in response.choices)
+    return response.finish_reason != "content_filter"
+
+
+_TO_JSON = LLMResponse.__pydantic_serializer__.to_json  # model_dump_json's bytes, without its str round trip
 
 
 def encode_chat(response: LLMResponse) -> bytes | None:
-    return response.model_dump_json().encode() if cacheable(response) else None
+    return _TO_JSON(response) if cacheable(response) else None
 
 
 def decode_chat(payload: bytes) -> LLMResponse:

@@ -148,6 +148,11 @@ class Telemetry:
         if self._metrics is not None:
             self._metrics.observe_quality(source)
 
+    @property
+    def metered(self) -> bool:
+        """True when a meter provider was given (the metrics are recorded)."""
+        return self._metrics is not None
+
     def cache_event(self, event: CacheEvent) -> None:
         """Count a response-cache event; fits `ResponseCache(observer=...)`."""
         if self._metrics is not None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from router.loop_lag import LoopLag, credited_timeout
+from router.loop_lag import Deadlines, LoopLag, credited_timeout, deadlines
 from tests.conftest import FakeClock
 
 pytestmark = pytest.mark.timeout(30)
@@ -153,3 +153,13 @@ async def test_an_outer_cancel_is_not_taken_for_the_timeout() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_finished_waits_do_not_pile_up() -> None:
+    # 10 s timeouts that end at once: without compaction the heap would hold all 5,000 for 10 s.
+    for _ in range(5000):
+        async with credited_timeout(None, 10.0, limit_s=20.0):
+            pass
+    d = deadlines()
+    assert d.live == 0
+    assert d.held <= Deadlines.COMPACT_AT + 1
