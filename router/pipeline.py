@@ -164,8 +164,9 @@ class Pipeline:
         lookup = await ex.guard(self.cache.get_or_compute(
             rc.chat_key(plan, request, params), compute, decode=rc.decode_chat, route=plan.route,
             ttl_s=plan.ttl_s, read=plan.read, write=plan.write, lock_ttl_s=plan.lock_ttl_s))
-        ex.trace.cache(hit=lookup.hit)
-        if not lookup.hit:
+        hit = lookup.hit
+        ex.trace.cache(hit=hit)
+        if not hit:
             return lookup.value
         ex.served_from_cache()
         # A fresh id: feedback on one caller's copy must not use up another's.

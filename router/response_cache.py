@@ -90,7 +90,8 @@ def chat_key(plan: CachePlan, request: ChatRequest, params: dict[str, Any]) -> s
     """The key of a chat answer: partition, route, messages, every output-changing parameter,
     deployments (`router.cache.cache_key`'s, from the plan's precomputed frame)."""
     # build_chat_request validated every message and parameter as plain JSON
-    return key_in_frame(*plan.frame, {"messages": request.messages, "params": params, "stream": request.stream})
+    head, tail = plan.frame
+    return key_in_frame(head, tail, {"messages": request.messages, "params": params, "stream": request.stream})
 
 
 def embedding_keys(plan: CachePlan, texts: Sequence[str]) -> list[str]:

@@ -146,13 +146,17 @@ class ResponseCache:
     async def _read(self, key: str, decode: Callable[[bytes], T], route: str) -> tuple[bytes | None, Lookup[T] | None]:
         """The entry under `key` as stored, and a hit (counted) when it decodes."""
         raw = await self.store.get(key)
+        return raw, self._hit(raw, decode, route)
+
+    def _hit(self, raw: bytes | None, decode: Callable[[bytes], T], route: str) -> Lookup[T] | None:
+        """A hit (counted) when `raw` is an entry that decodes, else None."""
         if raw is None:
-            return None, None
+            return None
         found = self._decoded(raw, decode, route)
         if found is None:
-            return raw, None
+            return None
         self._emit(route, "hit", len(raw))
-        return raw, Lookup(found[0], "hit")
+        return Lookup(found[0], "hit")
 
     async def peek(self, key: str, *, decode: Callable[[bytes], T], route: str) -> T | None:
         """The stored value for `key`, or None (counted as a hit or a miss); no single-flight.
@@ -213,8 +217,14 @@ class ResponseCache:
         flight = asyncio.get_running_loop().create_future()
         self._flights[key] = flight
         try:
-            lookup = await self._lead(key, compute, decode, route, ttl_s, write,
-                                      lock_ttl_s or self._lock_ttl_s, max_wait_s)
+            if write and self.store.shared:
+                lookup = await self._lead(key, compute, decode, route, ttl_s, lock_ttl_s or self._lock_ttl_s,
+                                          max_wait_s)
+            else:
+                # Nothing will be stored, or no other process reads this store: the in-process
+                # flight above is all the single-flight there is to do (no lock, no second read).
+                lookup = (self._hit(await self.store.get(key), decode, route)
+                          or await self._compute(key, compute, route, ttl_s, write=write))
         except BaseException as exc:
             shared = isinstance(exc, Exception) and self._shares_error(exc)
             flight.set_exception(exc if shared else _LeaderGone())
@@ -233,17 +243,14 @@ class ResponseCache:
         decode: Callable[[bytes], T],
         route: str,
         ttl_s: float,
-        write: bool,
         lock_ttl_s: float,
         max_wait_s: float | None,
     ) -> Lookup[T]:
+        """The leader's work on a store other processes share: read, lock (or wait for the
+        lock holder's entry), read again, compute and store."""
         raw, hit = await self._read(key, decode, route)
         if hit is not None:
             return hit
-        if not write or not self.store.shared:
-            # Nothing will be stored, or no other process reads this store: the in-process
-            # flight above is all the single-flight there is to do (no lock, no second read).
-            return await self._compute(key, compute, route, ttl_s, write=write)
         token = await self.store.try_lock(key, lock_ttl_s)
         if token is None:
             waited = await self._wait_for_entry(key, decode, route,
@@ -268,8 +275,9 @@ class ResponseCache:
     ) -> Lookup[T]:
         computed = await compute()
         self._emit(route, "miss")
-        if write:
-            await self._store(key, computed, route, ttl_s)
+        if write and computed.payload is not None:  # `_store`, without one more coroutine
+            await self.store.set(key, computed.payload, ttl_s)
+            self._emit(route, "write", len(computed.payload))
         return Lookup(computed.value, "miss")
 
     async def _store(self, key: str, computed: Computed[Any], route: str, ttl_s: float) -> None:

@@ -90,7 +90,7 @@ class MemoryCacheStore(CacheStore):
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         entry = _Entry(value, self._clock() + ttl_s)
-        if _size(entry) > self.max_bytes or ttl_s <= 0:
+        if len(value) + ENTRY_OVERHEAD > self.max_bytes or ttl_s <= 0:
             self._entries.pop(key, None)
             return
         entries = self._entries

@@ -194,8 +194,8 @@ async def ours_tracing(setup: Setup, stack: AsyncExitStack) -> Client:
     return await ours(setup, stack, tracing=True)
 
 
-async def ours_stubbed(setup: Setup, stack: AsyncExitStack) -> Client:
-    """Ours with LiteLLM's `acompletion` replaced by a canned response: the router's own work alone."""
+def _stub_litellm(stack: AsyncExitStack) -> None:
+    """Replace LiteLLM's `acompletion` with one returning a canned response, until `stack` closes."""
     from types import SimpleNamespace
 
     litellm = _litellm()
@@ -207,7 +207,23 @@ async def ours_stubbed(setup: Setup, stack: AsyncExitStack) -> Client:
 
     real, litellm.acompletion = litellm.acompletion, stub
     stack.callback(setattr, litellm, "acompletion", real)
+
+
+async def ours_stubbed(setup: Setup, stack: AsyncExitStack) -> Client:
+    """Ours with LiteLLM's `acompletion` replaced by a canned response: the router's own work alone."""
+    _stub_litellm(stack)
     return await ours(setup, stack)
+
+
+async def ours_cache_miss_stubbed(setup: Setup, stack: AsyncExitStack) -> Client:
+    """The cache miss with LiteLLM stubbed: what the cache adds shows in CPU time, not lost in LiteLLM's."""
+    _stub_litellm(stack)
+    return await _ours_cached(setup, stack, unique=True)
+
+
+async def ours_uncached_twin_stubbed(setup: Setup, stack: AsyncExitStack) -> Client:
+    _stub_litellm(stack)
+    return await _ours_cached(setup, stack, unique=True, route="fallback")
 
 
 CONFIGS: dict[str, Config] = {c.name: c for c in (
@@ -232,5 +248,10 @@ CONFIGS: dict[str, Config] = {c.name: c for c in (
            "the cache-miss configuration's calls on a route without a cache: what a miss is compared with"),
     Config("ours (LiteLLM stubbed)", "ours-only", ours_stubbed,
            "ours with `litellm.acompletion` returning a canned response: the router's own work only",
+           block_scale=10),
+    Config("ours + cache miss (LiteLLM stubbed)", "ours-only", ours_cache_miss_stubbed,
+           "the cache miss, with `litellm.acompletion` stubbed as above", block_scale=10),
+    Config("ours (the miss's calls without cache; LiteLLM stubbed)", "ours-only", ours_uncached_twin_stubbed,
+           "its calls on the route without a cache, stubbed: a miss's own cost is the difference",
            block_scale=10),
 )}
