@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any
 
 import pytest
 
 from router import InvalidRequest, Router
+from router.backend import ChatResult, EmbedResult, StreamPiece
 from router.models import StreamChunk
 from router.quality import FeedbackNotFound
+from router.schema import Deployment
 from router.sim import SimServer
 from tests.conftest import RouterFactory
 from tests.test_cache_support import delete_prefix, needs_redis, new_prefix, redis_url
@@ -244,3 +248,32 @@ async def test_a_cache_hit_has_an_id_of_its_own(make_router: RouterFactory, fres
     with contextlib.suppress(FeedbackNotFound):
         await router.feedback(hit.id, 0.9)
     await router.feedback(original.id, 0.2)  # the original caller's one score is still there
+
+
+async def test_an_answer_the_content_filter_flagged_is_never_cached(
+    make_router: RouterFactory, fresh_sim: SimServer
+) -> None:
+    router = await make_router(POLICY)
+    real = router.pipeline.backend
+
+    class Flagging:
+        """The real backend (LiteLLM to the simulator), with the answer marked as filtered."""
+
+        async def chat(self, d: Deployment, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any], *,
+                       timeout_s: float) -> ChatResult:
+            answer = await real.chat(d, messages, params, timeout_s=timeout_s)
+            return dataclasses.replace(answer, finish_reason="content_filter")
+
+        def stream(self, d: Deployment, messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any], *,
+                   timeout_s: float) -> AsyncIterator[StreamPiece]:
+            return real.stream(d, messages, params, timeout_s=timeout_s)
+
+        async def embed(self, d: Deployment, inputs: Sequence[str], *, timeout_s: float) -> EmbedResult:
+            return await real.embed(d, inputs, timeout_s=timeout_s)
+
+    router.pipeline.backend = Flagging()
+    messages = prompt("Something the filter flags")
+    for _ in range(2):
+        answer = await router.chat(messages, temperature=0)
+        assert answer.finish_reason == "content_filter" and not answer.cached
+    assert fast_hits(fresh_sim) == 2
