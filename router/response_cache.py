@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from router.cache import chat_key_frame, embedding_key, key_in_frame, partition_for
+from router.cache import chat_key_frame, chat_key_in_frame, embedding_key, partition_for
 from router.errors import InvalidRequest
 from router.models import LLMResponse, StreamChunk
 from router.policy.snapshot import CompiledRoute
@@ -91,7 +91,7 @@ def chat_key(plan: CachePlan, request: ChatRequest, params: dict[str, Any]) -> s
     deployments (`router.cache.cache_key`'s, from the plan's precomputed frame)."""
     # build_chat_request validated every message and parameter as plain JSON
     head, tail = plan.frame
-    return key_in_frame(head, tail, {"messages": request.messages, "params": params, "stream": request.stream})
+    return chat_key_in_frame(head, tail, request.messages, params, request.stream)
 
 
 def embedding_keys(plan: CachePlan, texts: Sequence[str]) -> list[str]:
@@ -111,10 +111,12 @@ _TO_JSON = LLMResponse.__pydantic_serializer__.to_json  # model_dump_json's byte
 
 
 def encode_chat(response: LLMResponse) -> bytes | None:
+    """The stored form of an answer (its JSON); None for one that must not be cached."""
     return _TO_JSON(response) if cacheable(response) else None
 
 
 def decode_chat(payload: bytes) -> LLMResponse:
+    """An answer from `encode_chat`'s bytes; raises (ValidationError, a ValueError) for any other."""
     return LLMResponse.model_validate_json(payload)
 
 

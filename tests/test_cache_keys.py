@@ -13,6 +13,7 @@ from router.cache import (
     cache_key,
     canonical_json,
     chat_key_frame,
+    chat_key_in_frame,
     embedding_key,
     is_deterministic,
     key_in_frame,
@@ -36,7 +37,9 @@ class TestCanonicalKeys:
     @pytest.mark.parametrize("request_doc", [
         {"messages": MESSAGES, "temperature": 0},
         {"messages": ({"role": "user", "content": "héllo \u2028 \"quoted\" 🦜"},), "params": {"top_p": 0.1,
-                                                                                       "seed": 7}},
+                                                                                       "seed": 7}, "stream": False},
+        {"messages": ({"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}), "params": {},
+         "stream": True},
         {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}],
          "params": {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"b": 1e-07, "a": None}}}],
                     "logprobs": True}, "stream": True},
@@ -45,6 +48,9 @@ class TestCanonicalKeys:
         head, tail = chat_key_frame(partition="acme", route="default",
                                     deployments=["gpt-4o-mini", "claude-haiku", "gpt-4o-mini"])
         assert key_in_frame(head, tail, request_doc) == key(request_doc)
+        if "stream" in request_doc:  # the router's own request shape
+            assert chat_key_in_frame(head, tail, request_doc["messages"], request_doc["params"],
+                                     request_doc["stream"]) == key(request_doc)
 
     def test_dict_order_and_deployment_order_do_not_matter(self) -> None:
         reordered = {"temperature": 0, "messages": [{"content": m["content"], "role": m["role"]}

@@ -126,7 +126,8 @@ class ResponseCache:
         self._observer = observer
         self._clock = clock
         self._sleep = sleep
-        self._flights: dict[str, asyncio.Future[Any]] = {}
+        #: key -> the leader's future, made when the first follower comes (None until then).
+        self._flights: dict[str, asyncio.Future[Any] | None] = {}
 
     def _emit(self, route: str, kind: EventKind, nbytes: int = 0) -> None:
         self.counters.count(route, kind, nbytes)
@@ -205,7 +206,11 @@ class ResponseCache:
                 await self._store(key, computed, route, ttl_s)
             return Lookup(computed.value, "bypass")
 
-        while (flight := self._flights.get(key)) is not None:
+        flights = self._flights
+        while key in flights:
+            flight = flights[key]
+            if flight is None:  # the first follower makes the leader's future (a lone leader needs none)
+                flight = flights[key] = asyncio.get_running_loop().create_future()
             try:
                 # shield: a follower that is cancelled must not cancel the leader's future.
                 value: T = await asyncio.shield(flight)
@@ -214,8 +219,7 @@ class ResponseCache:
             self._emit(route, "coalesced")
             return Lookup(value, "coalesced")
 
-        flight = asyncio.get_running_loop().create_future()
-        self._flights[key] = flight
+        flights[key] = None
         try:
             if write and self.store.shared:
                 lookup = await self._lead(key, compute, decode, route, ttl_s, lock_ttl_s or self._lock_ttl_s,
@@ -226,15 +230,16 @@ class ResponseCache:
                 lookup = (self._hit(await self.store.get(key), decode, route)
                           or await self._compute(key, compute, route, ttl_s, write=write))
         except BaseException as exc:
-            shared = isinstance(exc, Exception) and self._shares_error(exc)
-            flight.set_exception(exc if shared else _LeaderGone())
-            flight.exception()  # retrieved: no "never retrieved" warning when nobody followed
+            flight = flights.pop(key)
+            if flight is not None:
+                shared = isinstance(exc, Exception) and self._shares_error(exc)
+                flight.set_exception(exc if shared else _LeaderGone())
+                flight.exception()  # retrieved: no "never retrieved" warning when every follower left
             raise
-        else:
+        flight = flights.pop(key)
+        if flight is not None:
             flight.set_result(lookup.value)
-            return lookup
-        finally:
-            del self._flights[key]
+        return lookup
 
     async def _lead(
         self,

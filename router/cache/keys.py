@@ -95,16 +95,21 @@ _C_ENCODER: Any = (_make_c_encoder(None, _not_json, json.encoder.encode_basestri
                    if _make_c_encoder is not None else None)
 
 
-def _checked_json(value: object) -> str:
+def checked_json(value: object) -> str:
     """Canonical JSON of a value already known to be plain JSON (string keys, finite numbers):
-    json keeps true apart from 1 and 1 apart from 1.0 as `_plain` does, at a fifth of its cost."""
-    if _C_ENCODER is not None and isinstance(value, dict):
+    json keeps true apart from 1 and 1 apart from 1.0 as `_plain` does, at a fifth of its cost.
+
+    >>> checked_json({"b": [1, 1.0, True], "a": "é"})
+    '{"a":"é","b":[1,1.0,true]}'
+    """
+    if _C_ENCODER is not None and isinstance(value, dict | list):
         return "".join(_C_ENCODER(value, 0))
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+
 def _digest(document: Mapping[str, object], *, checked: bool = False) -> str:
-    text = _checked_json(document) if checked else canonical_json(document, path="")
+    text = checked_json(document) if checked else canonical_json(document, path="")
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -160,14 +165,33 @@ def chat_key_frame(*, partition: str, route: str, deployments: Sequence[str]) ->
     ...                                                request=request, deployments=["a", "b"])
     True
     """
-    before = _checked_json({"deployments": sorted(set(deployments)), "kind": "chat", "partition": partition})
-    after = _checked_json({"route": route, "v": KEY_VERSION})
+    before = checked_json({"deployments": sorted(set(deployments)), "kind": "chat", "partition": partition})
+    after = checked_json({"route": route, "v": KEY_VERSION})
     return before[:-1] + ',"request":', "," + after[1:]
 
 
 def key_in_frame(head: str, tail: str, request: Mapping[str, object]) -> str:
     """The key of `request` (already validated as plain JSON) in a frame from `chat_key_frame`."""
-    return hashlib.sha256((head + _checked_json(request) + tail).encode("utf-8")).hexdigest()
+    return hashlib.sha256((head + checked_json(request) + tail).encode("utf-8")).hexdigest()
+
+
+_encode_str = json.encoder.encode_basestring  # json's own string encoder (non-ASCII kept), in C
+
+
+def chat_key_in_frame(head: str, tail: str, messages: Sequence[Mapping[str, object]],
+                      params: Mapping[str, object], stream: bool) -> str:
+    """`key_in_frame` of the request `{"messages": ..., "params": ..., "stream": ...}`: the same key.
+    Text-only messages (a role and a string content) are written out directly rather than through
+    the encoder's generic walk (the common request, ~1 µs less)."""
+    parts = []
+    for m in messages:
+        content, role = m.get("content"), m.get("role")
+        if len(m) != 2 or type(content) is not str or type(role) is not str:
+            return key_in_frame(head, tail, {"messages": messages, "params": params, "stream": stream})
+        parts.append('{"content":' + _encode_str(content) + ',"role":' + _encode_str(role) + "}")
+    text = ('{"messages":[' + ",".join(parts) + '],"params":' + checked_json(dict(params))
+            + (',"stream":true}' if stream else ',"stream":false}'))
+    return hashlib.sha256((head + text + tail).encode("utf-8")).hexdigest()
 
 
 def embedding_key(
