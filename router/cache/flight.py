@@ -43,7 +43,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from router.cache.base import CacheStore
 from router.cache.batch import split_batch
@@ -87,6 +87,10 @@ class Lookup(Generic[T]):
         return self.outcome in ("hit", "coalesced")
 
 
+class _Emitter(Protocol):
+    def __call__(self, route: str, kind: EventKind, nbytes: int = 0) -> None: ...
+
+
 class _LeaderGone(Exception):
     """The in-process leader stopped without a value its followers may share."""
 
@@ -128,8 +132,10 @@ class ResponseCache:
         self._sleep = sleep
         #: key -> the leader's future, made when the first follower comes (None until then).
         self._flights: dict[str, asyncio.Future[Any] | None] = {}
+        #: Counts one event (and tells the observer): without an observer, the counters' own method.
+        self._emit: _Emitter = self.counters.count if observer is None else self._emit_observed
 
-    def _emit(self, route: str, kind: EventKind, nbytes: int = 0) -> None:
+    def _emit_observed(self, route: str, kind: EventKind, nbytes: int = 0) -> None:
         self.counters.count(route, kind, nbytes)
         if self._observer is not None:
             self._observer(CacheEvent(route=route, kind=kind, nbytes=nbytes))
@@ -227,8 +233,9 @@ class ResponseCache:
             else:
                 # Nothing will be stored, or no other process reads this store: the in-process
                 # flight above is all the single-flight there is to do (no lock, no second read).
-                lookup = (self._hit(await self.store.get(key), decode, route)
-                          or await self._compute(key, compute, route, ttl_s, write=write))
+                raw = await self.store.get(key)
+                found = self._hit(raw, decode, route) if raw is not None else None
+                lookup = found or await self._compute(key, compute, route, ttl_s, write=write)
         except BaseException as exc:
             flight = flights.pop(key)
             if flight is not None:
