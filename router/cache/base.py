@@ -47,6 +47,18 @@ class CacheStore(ABC):
     #: a short lock in the store; a store of this process alone needs only the in-process flight.
     shared: bool = True
 
+    #: True for a store of this process whose `get_now`/`set_now` answer at once, without a
+    #: coroutine (what `get`/`set` do for it): the request path then skips two awaits a miss.
+    local: bool = False
+
+    def get_now(self, key: str) -> bytes | None:
+        """`get` without a coroutine; only for `local` stores."""
+        raise NotImplementedError(f"{self.name} is not in this process")
+
+    def set_now(self, key: str, value: bytes, ttl_s: float) -> None:
+        """`set` without a coroutine; only for `local` stores."""
+        raise NotImplementedError(f"{self.name} is not in this process")
+
     @abstractmethod
     async def get(self, key: str) -> bytes | None:
         """The value under `key`, or None if absent, expired or the store is unreachable."""

@@ -233,7 +233,8 @@ class ResponseCache:
             else:
                 # Nothing will be stored, or no other process reads this store: the in-process
                 # flight above is all the single-flight there is to do (no lock, no second read).
-                raw = await self.store.get(key)
+                store = self.store
+                raw = store.get_now(key) if store.local else await store.get(key)
                 found = self._hit(raw, decode, route) if raw is not None else None
                 lookup = found or await self._compute(key, compute, route, ttl_s, write=write)
         except BaseException as exc:
@@ -288,7 +289,10 @@ class ResponseCache:
         computed = await compute()
         self._emit(route, "miss")
         if write and computed.payload is not None:  # `_store`, without one more coroutine
-            await self.store.set(key, computed.payload, ttl_s)
+            if self.store.local:
+                self.store.set_now(key, computed.payload, ttl_s)
+            else:
+                await self.store.set(key, computed.payload, ttl_s)
             self._emit(route, "write", len(computed.payload))
         return Lookup(computed.value, "miss")
 

@@ -69,6 +69,7 @@ class MemoryCacheStore(CacheStore):
             raise ValueError(f"max_entries and max_bytes must be at least 1, got {max_entries}, {max_bytes}")
         self.name = "memory://"
         self.shared = shared
+        self.local = True
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._clock = clock
@@ -78,6 +79,9 @@ class MemoryCacheStore(CacheStore):
         self._written = 0
 
     async def get(self, key: str) -> bytes | None:
+        return self.get_now(key)
+
+    def get_now(self, key: str) -> bytes | None:
         entries = self._entries
         entry = entries.get(key)
         if entry is None:
@@ -89,12 +93,14 @@ class MemoryCacheStore(CacheStore):
         return entry.value
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        entry = _Entry(value, self._clock() + ttl_s)
-        if len(value) + ENTRY_OVERHEAD > self.max_bytes or ttl_s <= 0:
-            self._entries.pop(key, None)
-            return
+        self.set_now(key, value, ttl_s)
+
+    def set_now(self, key: str, value: bytes, ttl_s: float) -> None:
         entries = self._entries
-        entries[key] = entry
+        if len(value) + ENTRY_OVERHEAD > self.max_bytes or ttl_s <= 0:
+            entries.pop(key, None)
+            return
+        entries[key] = _Entry(value, self._clock() + ttl_s)
         self._written += len(value)
         while len(entries) > self.max_entries:
             entries.popitem()
