@@ -269,19 +269,16 @@ class AttemptLoop:
         delay that was ours. A timeout it makes is a `ProviderTimeout` like the call's own.
         """
         watch = deadlines().watch(self.lag, timeout, limit_s=remaining)
-        cancelled = False
         try:
             return await call(d, wire_timeout)
         except asyncio.CancelledError:
-            cancelled = True
-            raise
+            if not watch.close(cancelled=True):
+                raise  # not this timeout's: the caller's cancellation
         except TimeoutError:
             pass
         finally:
-            if watch.close(cancelled):
-                raise ProviderTimeout(f"no answer within {timeout:g}s (loop stalls not counted)",
-                                      deployment=d.name) from None
-        raise ProviderTimeout(f"no answer within {timeout:g}s", deployment=d.name)
+            watch.close(cancelled=False)  # disarms; a second close does nothing
+        raise ProviderTimeout(f"no answer within {timeout:g}s (loop stalls not counted)", deployment=d.name)
 
     def _provider_latency(self, elapsed: float, mark: float) -> float:
         """The attempt's latency less the time our loop ran late meanwhile: what the health

@@ -249,56 +249,52 @@ class HealthTracker:
         """An attempt starts (admitted, or sent anyway in panic mode)."""
         self._get(deployment).in_flight += 1
 
-    def succeeded(self, deployment: str, latency_s: float) -> Transition | None:
-        """`record` of a plain success (no stream figures), without building an `AttemptResult`."""
+    def succeeded(self, deployment: str, latency_s: float, ttft_s: float | None = None,
+                  output_tokens: int = 0) -> Transition | None:
+        """`record` of a success, without building an `AttemptResult`; the circuit's transition or None."""
         dep = self._get(deployment)
         now = self._clock()
         if dep.in_flight > 0:
             dep.in_flight -= 1
-        transition = self._success(dep, now, latency_s, None, 0)
-        if transition is not None:
-            self._changed(deployment, transition)
-        return transition
-
-    def _success(self, dep: _Deployment, now: float, latency_s: float, ttft_s: float | None,
-                 output_tokens: int) -> Transition | None:
         dep.errors.add(now, None)
         if dep.warm < self._config.latency_warmup_samples:
             dep.warm += 1  # a first call pays client and connection set-up: not the deployment's speed
         else:
             dep.latency.observe(now, latency_s, ttft_s, output_tokens)
-        return dep.breaker.on_success(now)
+        transition = dep.breaker.on_success(now)
+        if transition is not None:
+            self._changed(deployment, transition)
+        return transition
 
     def record(self, result: AttemptResult) -> Transition | None:
         """An attempt ended: learn from it and drive the breaker. Returns the circuit's
         transition (from, to, reason) when the attempt changed its state, else None."""
+        if result.ok:
+            return self.succeeded(result.deployment, result.latency_s, result.ttft_s, result.output_tokens)
         dep = self._get(result.deployment)
         now = self._clock()
         if dep.in_flight > 0:
             dep.in_flight -= 1
         breaker = dep.breaker
-        if result.ok:
-            transition = self._success(dep, now, result.latency_s, result.ttft_s, result.output_tokens)
+        kind = result.error_kind or "unknown"
+        dep.errors.add(now, kind)
+        transition = None
+        effect = error_kind(kind).health
+        if effect == "cool_retry_after":
+            wait = result.retry_after_s
+            if wait is None:
+                wait = self._config.rate_limit_default_cooldown_s
+            breaker.cool(now, min(wait, self._config.rate_limit_max_cooldown_s), _cooling_reason(kind))
+            breaker.on_neutral()
+        elif effect == "cool_long":
+            breaker.cool(now, self._config.auth_cooldown_s, _cooling_reason(kind))
+            breaker.on_neutral()
+        elif effect == "neutral":
+            breaker.on_neutral()
         else:
-            kind = result.error_kind or "unknown"
-            dep.errors.add(now, kind)
-            transition = None
-            effect = error_kind(kind).health
-            if effect == "cool_retry_after":
-                wait = result.retry_after_s
-                if wait is None:
-                    wait = self._config.rate_limit_default_cooldown_s
-                breaker.cool(now, min(wait, self._config.rate_limit_max_cooldown_s), _cooling_reason(kind))
-                breaker.on_neutral()
-            elif effect == "cool_long":
-                breaker.cool(now, self._config.auth_cooldown_s, _cooling_reason(kind))
-                breaker.on_neutral()
-            elif effect == "neutral":
-                breaker.on_neutral()
-            else:
-                if kind == "timeout":
-                    dep.latency.observe_peak(now, result.latency_s)
-                transition = breaker.on_fault(now)
+            if kind == "timeout":
+                dep.latency.observe_peak(now, result.latency_s)
+            transition = breaker.on_fault(now)
         if transition is not None:
             self._changed(result.deployment, transition)
             if transition[1] is CircuitState.OPEN and self._sync is not None:

@@ -119,7 +119,8 @@ class Watch:
 
     def close(self, cancelled: bool) -> bool:
         """Disarm; True when the task's `CancelledError` (`cancelled`) was this timeout's own,
-        which the caller turns into its timeout error. The same test as `asyncio.Timeout`."""
+        which the caller turns into its timeout error. The same test as `asyncio.Timeout`.
+        Closing again does nothing and returns False."""
         task, self.task = self.task, None  # a finished wait keeps no task (nor its frames) alive
         if not self.done:
             self.done = True

@@ -161,17 +161,11 @@ class Pipeline:
             response = await self._chat_once(ex, request, params, messages_for)
             return Computed(response, payload=rc.encode_chat(response) if plan.write else None)
 
-        try:
-            lookup = await self.cache.get_or_compute(
-                rc.chat_key(plan, request, params), compute, decode=rc.decode_chat, route=plan.route,
-                ttl_s=plan.ttl_s, read=plan.read, write=plan.write, lock_ttl_s=plan.lock_ttl_s)
-        except BaseException as exc:  # `ex.guard`, inline: this is every cached request's path
-            ex.refund()
-            ex.fail(exc)
-            raise
-        hit = lookup.outcome == "hit" or lookup.outcome == "coalesced"
-        ex.trace.cache(hit=hit)
-        if not hit:
+        lookup = await ex.guard(self.cache.get_or_compute(
+            rc.chat_key(plan, request, params), compute, decode=rc.decode_chat, route=plan.route,
+            ttl_s=plan.ttl_s, read=plan.read, write=plan.write, lock_ttl_s=plan.lock_ttl_s))
+        ex.trace.cache(hit=lookup.hit)
+        if not lookup.hit:
             return lookup.value
         ex.served_from_cache()
         # A fresh id: feedback on one caller's copy must not use up another's.
@@ -337,7 +331,7 @@ class Pipeline:
             return None
         deterministic = request is None or is_deterministic(params)  # embeddings always are
         return rc.plan_for(ex.decision.route, ex.decision.ctx.tenant, mode, deterministic=deterministic,
-                           n=(request.params.get("n") or 1) if request is not None else 1)
+                           n=request.n if request is not None else 1)
 
     async def _open(self, ctx: RequestContext) -> _Exchange:
         """Decide, open the trace and reserve: everything before the first attempt."""

@@ -100,8 +100,6 @@ class PriceBook:
         0.000825
         """
         r = self.rates(deployment)
-        if not (usage.cached_input_tokens or usage.cache_write_tokens or usage.reasoning_tokens):
-            return usage.input_tokens * r.input + usage.output_tokens * r.output
         fresh = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
         plain_out = max(0, usage.output_tokens - usage.reasoning_tokens)
         return (fresh * r.input + usage.cached_input_tokens * r.cached_input

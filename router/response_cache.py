@@ -112,12 +112,7 @@ _TO_JSON = LLMResponse.__pydantic_serializer__.to_json  # model_dump_json's byte
 
 def encode_chat(response: LLMResponse) -> bytes | None:
     """The stored form of an answer (its JSON); None for one that must not be cached (`cacheable`)."""
-    if response.choices:
-        if not cacheable(response):
-            return None
-    elif response.finish_reason == "content_filter":
-        return None
-    return _TO_JSON(response)
+    return _TO_JSON(response) if cacheable(response) else None
 
 
 def decode_chat(payload: bytes) -> LLMResponse:

@@ -152,18 +152,15 @@ class ResponseCache:
 
     async def _read(self, key: str, decode: Callable[[bytes], T], route: str) -> tuple[bytes | None, Lookup[T] | None]:
         """The entry under `key` as stored, and a hit (counted) when it decodes."""
-        raw = await self.store.get(key)
-        return raw, self._hit(raw, decode, route)
-
-    def _hit(self, raw: bytes | None, decode: Callable[[bytes], T], route: str) -> Lookup[T] | None:
-        """A hit (counted) when `raw` is an entry that decodes, else None."""
+        store = self.store
+        raw = store.get_now(key) if store.local else await store.get(key)
         if raw is None:
-            return None
+            return None, None
         found = self._decoded(raw, decode, route)
         if found is None:
-            return None
+            return raw, None
         self._emit(route, "hit", len(raw))
-        return Lookup(found[0], "hit")
+        return raw, Lookup(found[0], "hit")
 
     async def peek(self, key: str, *, decode: Callable[[bytes], T], route: str) -> T | None:
         """The stored value for `key`, or None (counted as a hit or a miss); no single-flight.
@@ -233,9 +230,7 @@ class ResponseCache:
             else:
                 # Nothing will be stored, or no other process reads this store: the in-process
                 # flight above is all the single-flight there is to do (no lock, no second read).
-                store = self.store
-                raw = store.get_now(key) if store.local else await store.get(key)
-                found = self._hit(raw, decode, route) if raw is not None else None
+                _, found = await self._read(key, decode, route)
                 lookup = found or await self._compute(key, compute, route, ttl_s, write=write)
         except BaseException as exc:
             flight = flights.pop(key)
@@ -288,18 +283,18 @@ class ResponseCache:
     ) -> Lookup[T]:
         computed = await compute()
         self._emit(route, "miss")
-        if write and computed.payload is not None:  # `_store`, without one more coroutine
-            if self.store.local:
-                self.store.set_now(key, computed.payload, ttl_s)
-            else:
-                await self.store.set(key, computed.payload, ttl_s)
-            self._emit(route, "write", len(computed.payload))
+        if write:
+            await self._store(key, computed, route, ttl_s)
         return Lookup(computed.value, "miss")
 
     async def _store(self, key: str, computed: Computed[Any], route: str, ttl_s: float) -> None:
         if computed.payload is None:
             return
-        await self.store.set(key, computed.payload, ttl_s)
+        store = self.store
+        if store.local:
+            store.set_now(key, computed.payload, ttl_s)
+        else:
+            await store.set(key, computed.payload, ttl_s)
         self._emit(route, "write", len(computed.payload))
 
     async def _wait_for_entry(

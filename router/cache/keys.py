@@ -107,7 +107,6 @@ def checked_json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-
 def _digest(document: Mapping[str, object], *, checked: bool = False) -> str:
     text = checked_json(document) if checked else canonical_json(document, path="")
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -172,7 +171,11 @@ def chat_key_frame(*, partition: str, route: str, deployments: Sequence[str]) ->
 
 def key_in_frame(head: str, tail: str, request: Mapping[str, object]) -> str:
     """The key of `request` (already validated as plain JSON) in a frame from `chat_key_frame`."""
-    return hashlib.sha256((head + checked_json(request) + tail).encode("utf-8")).hexdigest()
+    return _framed(head, checked_json(request), tail)
+
+
+def _framed(head: str, request_json: str, tail: str) -> str:
+    return hashlib.sha256((head + request_json + tail).encode("utf-8")).hexdigest()
 
 
 _encode_str = json.encoder.encode_basestring  # json's own string encoder (non-ASCII kept), in C
@@ -191,7 +194,7 @@ def chat_key_in_frame(head: str, tail: str, messages: Sequence[Mapping[str, obje
         parts.append('{"content":' + _encode_str(content) + ',"role":' + _encode_str(role) + "}")
     text = ('{"messages":[' + ",".join(parts) + '],"params":' + checked_json(dict(params))
             + (',"stream":true}' if stream else ',"stream":false}'))
-    return hashlib.sha256((head + text + tail).encode("utf-8")).hexdigest()
+    return _framed(head, text, tail)
 
 
 def embedding_key(

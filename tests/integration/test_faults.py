@@ -207,15 +207,7 @@ async def test_stream_idle_is_resumed_on_the_next_deployment_when_the_route_says
 
 # -- 4: provider refusals that another deployment may not share -----------------------------
 
-WINDOWS = """\
-routes:
-  default:
-    strategy: fallback
-    targets: [p-one, p-two, p-three]
-    retry: {attempts: 3, backoff_s: 0.01}
-    deadline_s: 10
-    constraints: {fit_context: true}
-"""
+WINDOWS = FALLBACK + "    constraints: {fit_context: true}\n"
 
 
 @pytest.mark.parametrize("wording", [
