@@ -43,6 +43,11 @@ class TestCanonicalKeys:
         {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}],
          "params": {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"b": 1e-07, "a": None}}}],
                     "logprobs": True}, "stream": True},
+        # Every scalar kind, written out without the encoder: keys sorted, 0 apart from 0.0 and false.
+        {"messages": MESSAGES, "stream": False,
+         "params": {"temperature": 0.0, "seed": 10**20, "n": -1, "logprobs": False, "user": "é \"q\" \u2028 🦜",
+                    "stop": None, "top_p": 1e-07, "presence_penalty": 1e300, "max_tokens": 0, "é": True}},
+        {"messages": MESSAGES, "stream": False, "params": {"temperature": 0, "stop": ["a", "b"]}},
     ])
     def test_a_key_in_a_precomputed_frame_is_the_same_key(self, request_doc: dict[str, Any]) -> None:
         head, tail = chat_key_frame(partition="acme", route="default",
@@ -51,6 +56,11 @@ class TestCanonicalKeys:
         if "stream" in request_doc:  # the router's own request shape
             assert chat_key_in_frame(head, tail, request_doc["messages"], request_doc["params"],
                                      request_doc["stream"]) == key(request_doc)
+
+    def test_a_non_finite_number_is_refused_on_the_fast_path_too(self) -> None:
+        head, tail = chat_key_frame(partition="acme", route="default", deployments=["a"])
+        with pytest.raises(ValueError):
+            chat_key_in_frame(head, tail, MESSAGES, {"temperature": math.nan}, False)
 
     def test_dict_order_and_deployment_order_do_not_matter(self) -> None:
         reordered = {"temperature": 0, "messages": [{"content": m["content"], "role": m["role"]}

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from router.models import AssistantMessage, Attempt, FunctionCall, LLMResponse, ToolCall, Usage
-from router.response_cache import decode_chat, encode_chat
+from router.response_cache import PER_CALL_FIELDS, decode_chat, encode_chat
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -24,7 +24,7 @@ def answer(**changes: object) -> LLMResponse:
 
 
 # What a hit replaces (a new id, no attempts, no cost, its own latency).
-RESET = {"id", "attempts", "cost_usd", "latency_ms", "cached"}
+RESET = set(PER_CALL_FIELDS)
 
 
 def test_a_text_answer_reads_back_as_it_was() -> None:
@@ -39,7 +39,16 @@ def test_an_answer_with_tool_calls_reads_back_whole() -> None:
     original = answer(text="", message=AssistantMessage(content=None, tool_calls=calls), finish_reason="tool_calls")
     payload = encode_chat(original)
     assert payload is not None
-    assert decode_chat(payload) == original
+    assert decode_chat(payload).model_dump(exclude=RESET) == original.model_dump(exclude=RESET)
+    assert decode_chat(payload).message.tool_calls == calls
+
+
+def test_what_belongs_to_one_call_is_not_stored() -> None:
+    payload = encode_chat(answer())
+    assert payload is not None
+    read = decode_chat(payload)
+    assert b"chatcmpl-1" not in payload and b'"attempts"' not in payload and b"321.0" not in payload
+    assert (read.id, read.attempts, read.cost_usd, read.latency_ms, read.cached) == ("", (), 0.0, 0.0, False)
 
 
 def test_a_filtered_answer_is_not_stored() -> None:
