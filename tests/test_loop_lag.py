@@ -66,8 +66,10 @@ async def test_the_ticker_measures_a_blocked_loop() -> None:
         mark = lag.now()
         time.sleep(0.3)  # block the loop on purpose
         await asyncio.sleep(0.05)
-        assert lag.max_since(mark) >= 0.25  # a lower bound: a slower machine only adds lag
-        assert lag.late_since(mark) >= lag.max_since(mark) - 1e-9
+        # Lower bounds: a slower machine only adds lag. (late_since counts a stall from `mark`,
+        # max_since whole, so under load a tick already overdue at `mark` makes the two differ.)
+        assert lag.max_since(mark) >= 0.25
+        assert lag.late_since(mark) >= 0.25
     finally:
         await lag.aclose()
 
