@@ -6,10 +6,13 @@ LiteLLM's logging worker is bound to the loop it first ran on.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -94,6 +97,40 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 RouterFactory = Callable[..., Awaitable[Router]]
 
+#: Seconds a fixture gives its routers to close (well inside pytest-timeout's 60 s per test).
+CLOSE_WITHIN_S = 20.0
+
+
+async def close_routers(routers: Sequence[Router], within_s: float = CLOSE_WITHIN_S) -> None:
+    """Close every router; if that takes over `within_s`, fail naming what the loop still waits
+    for (this close's await chain and every other pending task's stack) rather than hang until
+    the test's timeout says only "Timeout"."""
+    me = asyncio.current_task()
+    seen: list[str] = []
+
+    def look() -> None:  # just before the deadline, while the close is still suspended where it hangs
+        coro: Any = me.get_coro() if me is not None else None
+        while coro is not None and getattr(coro, "cr_frame", None) is not None:
+            frame = coro.cr_frame
+            seen.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+            coro = coro.cr_await
+        out = io.StringIO()
+        for task in asyncio.all_tasks():
+            if task is not me:
+                task.print_stack(limit=12, file=out)
+        seen.append(out.getvalue())
+
+    watch = asyncio.get_running_loop().call_later(within_s * 0.99, look)
+    try:
+        async with asyncio.timeout(within_s):
+            for r in routers:
+                await r.aclose()
+    except TimeoutError:
+        raise AssertionError(f"routers did not close within {within_s:g} s; the close waits at:\n"
+                             + "\n".join(seen)) from None
+    finally:
+        watch.cancel()
+
 
 class FakeClock:
     """A monotonic clock that moves only when a test says so: no test sleeps or depends on speed.
@@ -150,5 +187,4 @@ async def make_router(tmp_path: Path, fresh_sim: SimServer) -> AsyncIterator[Rou
         return router
 
     yield build
-    for r in routers:
-        await r.aclose()
+    await close_routers(routers)

@@ -34,6 +34,7 @@ from router import (
 )
 from router.health import CircuitState
 from router.sim import Fault, SimError, SimModel, SimServer
+from tests.conftest import close_routers
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,8 +77,7 @@ async def build(tmp_path: Path, policy: str, deployments: str, *, tenants: str |
 async def routers() -> AsyncIterator[list[Router]]:
     made: list[Router] = []
     yield made
-    for r in made:
-        await r.aclose()
+    await close_routers(made)
 
 
 def three(base_url: str, **kw: object) -> str:
