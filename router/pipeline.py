@@ -158,12 +158,13 @@ class Pipeline:
         started = self.clock()
 
         async def compute() -> Computed[LLMResponse]:
-            response = await self._chat_once(ex, request, params, messages_for)
-            return Computed(response, payload=rc.encode_chat(response) if plan.write else None)
+            return Computed(await self._chat_once(ex, request, params, messages_for))
 
+        # The cache encodes the answer only for a store that keeps bytes (Redis); memory:// keeps it.
         lookup = await ex.guard(self.cache.get_or_compute(
-            rc.chat_key(plan, request, params), compute, decode=rc.decode_chat, route=plan.route,
-            ttl_s=plan.ttl_s, read=plan.read, write=plan.write, lock_ttl_s=plan.lock_ttl_s))
+            rc.chat_key(plan, request, params), compute, decode=rc.decode_chat, encode=rc.encode_chat,
+            size=rc.chat_size, route=plan.route, ttl_s=plan.ttl_s, read=plan.read, write=plan.write,
+            lock_ttl_s=plan.lock_ttl_s))
         ex.trace.cache(hit=lookup.hit)
         if not lookup.hit:
             return lookup.value

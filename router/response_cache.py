@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from router.cache import chat_key_frame, chat_key_in_frame, embedding_key, partition_for
 from router.errors import InvalidRequest
-from router.models import LLMResponse, StreamChunk
+from router.models import AssistantMessage, LLMResponse, StreamChunk
 from router.policy.snapshot import CompiledRoute
 from router.records import record
 from router.request import ChatRequest
@@ -118,6 +118,31 @@ def encode_chat(response: LLMResponse) -> bytes | None:
     """The stored form of an answer (its JSON without `PER_CALL_FIELDS`); None for one that must
     not be cached (`cacheable`)."""
     return _TO_JSON(response, exclude=_NOT_STORED) if cacheable(response) else None
+
+
+#: What `encode_chat` writes besides the texts (keys, usage, names), in bytes: ~330 for a plain answer.
+_ANSWER_FRAME = 340
+_CALL_FRAME = 60
+_CHOICE_FRAME = 120
+
+
+def _message_size(m: AssistantMessage) -> int:
+    size = len(m.content or "") + len(m.refusal or "")
+    for c in m.tool_calls or ():
+        size += _CALL_FRAME + len(c.id) + len(c.function.name) + len(c.function.arguments)
+    return size
+
+
+def chat_size(response: LLMResponse) -> int | None:
+    """About how many bytes `encode_chat` would write for `response` (what a store that keeps the
+    answer itself counts toward its byte bound), without encoding it; None when it must not be
+    cached (`cacheable`)."""
+    if not cacheable(response):
+        return None
+    size = _ANSWER_FRAME + len(response.text) + _message_size(response.message)
+    for c in response.choices:
+        size += _CHOICE_FRAME + _message_size(c.message)
+    return size
 
 
 def decode_chat(payload: bytes) -> LLMResponse:

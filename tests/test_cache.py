@@ -134,6 +134,37 @@ class TestMemoryStore:
         assert await store.get("huge") is None
         assert await store.get("keep") == b"x"
 
+    def test_a_private_store_keeps_values_as_they_are(self) -> None:
+        clock = FakeClock()
+        store = MemoryCacheStore(clock=clock, max_entries=10, max_bytes=10 * (1000 + ENTRY_OVERHEAD))
+        answer = ("an", "immutable", "answer")
+        assert store.keeps_values
+        store.keep_now("k", answer, 1000, ttl_s=60)
+        kept = store.kept_now("k")
+        assert kept is not None and kept[0] is answer and kept[1] == 1000
+        assert store.get_now("k") is None  # a kept value is not bytes: the bytes API does not see it
+        store.set_now("b", b"bytes", ttl_s=60)
+        assert store.kept_now("b") is None and store.get_now("b") == b"bytes"
+        stats = store.stats()
+        assert (stats.entries, stats.bytes_stored) == (2, 1000 + len(b"bytes") + 2 * ENTRY_OVERHEAD)
+        assert stats.bytes_written == 1000 + len(b"bytes") and stats.bytes_read == 1000 + len(b"bytes")
+        clock.now += 60.1
+        assert store.kept_now("k") is None  # expired on its own TTL
+
+    def test_kept_values_count_toward_the_byte_bound(self) -> None:
+        store = MemoryCacheStore(max_bytes=3 * (1000 + ENTRY_OVERHEAD))
+        for k in "abcd":
+            store.keep_now(k, object(), 1000, ttl_s=60)
+        assert [k for k in "abcd" if store.kept_now(k) is not None] == ["b", "c", "d"]
+        store.keep_now("huge", object(), 10**9, ttl_s=60)
+        assert store.kept_now("huge") is None and store.kept_now("d") is not None
+
+    def test_a_shared_store_keeps_bytes_only_as_redis_does(self) -> None:
+        store = MemoryCacheStore(shared=True)
+        assert not store.keeps_values
+        with pytest.raises(NotImplementedError):
+            store.keep_now("k", object(), 10, ttl_s=60)
+
     async def test_entries_bound(self) -> None:
         store = MemoryCacheStore(max_entries=2)
         for k in "abc":

@@ -260,6 +260,81 @@ class TestReadWriteFlags:
         assert cache.counters.route("r").decode_errors == 1
 
 
+class Answer:
+    """An immutable value; `encode`/`decode` count their calls, so a test sees whether the cache used them."""
+
+    encoded = decoded = 0
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @classmethod
+    def encode(cls, value: Answer) -> bytes | None:
+        cls.encoded += 1
+        return None if value.text == "uncacheable" else value.text.encode()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Answer:
+        cls.decoded += 1
+        return Answer(payload.decode())
+
+    @staticmethod
+    def size(value: Answer) -> int | None:
+        return None if value.text == "uncacheable" else 100 + len(value.text)
+
+
+class TestKeptValues:
+    """With `encode` and `size`, a store that keeps values (memory://, not shared) keeps the answer itself."""
+
+    @pytest.fixture(autouse=True)
+    def counts(self) -> None:
+        Answer.encoded = Answer.decoded = 0
+
+    async def ask(self, cache: ResponseCache, text: str, key: str = "k", **kw: Any) -> Lookup[Answer]:
+        calls = []
+
+        async def compute() -> Computed[Answer]:
+            calls.append(text)
+            return Computed(Answer(text))
+        return await cache.get_or_compute(key, compute, decode=Answer.decode, encode=Answer.encode,
+                                          size=Answer.size, route="r", ttl_s=60, **kw)
+
+    async def test_a_hit_is_the_kept_object_with_no_encoding_or_decoding(self) -> None:
+        cache = ResponseCache(MemoryCacheStore())
+        first = await self.ask(cache, "answer")
+        again = await self.ask(cache, "other")  # same key: must not compute
+        assert (first.outcome, again.outcome) == ("miss", "hit")
+        assert again.value is first.value
+        assert (Answer.encoded, Answer.decoded) == (0, 0)
+        r = cache.counters.route("r")
+        assert (r.misses, r.hits, r.writes, r.bytes_written, r.bytes_read) == (1, 1, 1, 106, 106)
+
+    async def test_size_none_keeps_nothing(self) -> None:
+        cache = ResponseCache(MemoryCacheStore())
+        await self.ask(cache, "uncacheable")
+        assert (await self.ask(cache, "answer")).outcome == "miss"
+
+    async def test_flags_hold_for_kept_values(self) -> None:
+        cache = ResponseCache(MemoryCacheStore())
+        assert (await self.ask(cache, "a", write=False)).outcome == "miss"
+        assert (await self.ask(cache, "b", read=False)).outcome == "bypass"  # computed, and kept
+        assert (await self.ask(cache, "c")).value.text == "b"
+
+    async def test_a_shared_store_gets_encoded_bytes(self) -> None:
+        store = MemoryCacheStore(shared=True)
+        await self.ask(ResponseCache(store), "answer")
+        again = await self.ask(ResponseCache(store), "other")
+        assert again.outcome == "hit" and again.value.text == "answer"
+        assert (Answer.encoded, Answer.decoded) == (1, 1)
+
+    async def test_encode_needs_size(self) -> None:
+        async def compute() -> Computed[Answer]:
+            return Computed(Answer("x"))
+        with pytest.raises(ValueError, match="both"):
+            await ResponseCache(MemoryCacheStore()).get_or_compute(
+                "k", compute, decode=Answer.decode, encode=Answer.encode, route="r", ttl_s=60)
+
+
 class TestMetrics:
     async def test_events_per_route_with_bytes(self) -> None:
         events: list[CacheEvent] = []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from router.models import AssistantMessage, Attempt, FunctionCall, LLMResponse, ToolCall, Usage
-from router.response_cache import PER_CALL_FIELDS, decode_chat, encode_chat
+from router.models import AssistantMessage, Attempt, Choice, FunctionCall, LLMResponse, ToolCall, Usage
+from router.response_cache import PER_CALL_FIELDS, chat_size, decode_chat, encode_chat
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -60,3 +60,21 @@ def test_a_filtered_answer_is_not_stored() -> None:
 def test_a_damaged_entry_raises_so_the_cache_computes_instead(payload: bytes) -> None:
     with pytest.raises((ValueError, ValidationError)):
         decode_chat(payload)
+
+
+@pytest.mark.parametrize("original", [
+    answer(),
+    answer(text="", finish_reason="tool_calls", message=AssistantMessage(content=None, tool_calls=(
+        ToolCall(id="call_1", function=FunctionCall(name="get_weather", arguments='{"city": "Paris"}' * 20)),))),
+    answer(choices=tuple(Choice(index=i, message=AssistantMessage(content=TEXT * 3), finish_reason="stop")
+                         for i in range(3))),
+], ids=["text", "tool call", "three choices"])
+def test_the_kept_size_is_close_to_the_stored_bytes(original: LLMResponse) -> None:
+    """memory:// keeps answers as objects, counted at `chat_size` toward its byte bound."""
+    payload, size = encode_chat(original), chat_size(original)
+    assert payload is not None and size is not None
+    assert 0.75 * len(payload) <= size <= 1.5 * len(payload), (size, len(payload))
+
+
+def test_a_filtered_answer_has_no_kept_size() -> None:
+    assert chat_size(answer(finish_reason="content_filter")) is None

@@ -51,6 +51,21 @@ class CacheStore(ABC):
     #: coroutine (what `get`/`set` do for it): the request path then skips two awaits a miss.
     local: bool = False
 
+    #: True for a store of this process alone that may keep values as they are (`keep_now`,
+    #: `kept_now`) instead of their bytes: `ResponseCache` then neither encodes an answer on a
+    #: miss nor decodes it on a hit. Kept values are handed to every hit, so they must be immutable.
+    keeps_values: bool = False
+
+    def kept_now(self, key: str) -> tuple[object, int] | None:
+        """(the value `keep_now` kept under `key`, its size in bytes), or None; only for stores
+        that `keeps_values`. Entries written as bytes are not returned here."""
+        raise NotImplementedError(f"{self.name} keeps bytes only")
+
+    def keep_now(self, key: str, value: object, nbytes: int, ttl_s: float) -> None:
+        """Keep `value` itself under `key` for `ttl_s` seconds, counted as `nbytes` bytes toward
+        the store's bounds; only for stores that `keeps_values`."""
+        raise NotImplementedError(f"{self.name} keeps bytes only")
+
     def get_now(self, key: str) -> bytes | None:
         """`get` without a coroutine; only for `local` stores."""
         raise NotImplementedError(f"{self.name} is not in this process")

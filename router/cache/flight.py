@@ -11,7 +11,11 @@
    itself. A leader that stores nothing (its answer was uncacheable, or it
    failed) releases the lock, and the waiters compute at once.
 4. Compute, and store the payload unless `write=False` or the computation
-   marked it uncacheable (`Computed.payload is None`).
+   marked it uncacheable (`Computed.payload is None`). A caller that passes
+   `encode` and `size` instead leaves the payload to the cache: a store that
+   keeps values (memory://, not shared) keeps the value itself, counted at
+   `size(value)` bytes, so a miss encodes nothing and a hit decodes nothing;
+   any other store gets `encode(value)`.
 
 When a leader fails, its in-process followers get the same exception, as Go's
 singleflight does: N identical requests to a failing provider then cost one
@@ -97,6 +101,15 @@ class _LeaderGone(Exception):
 
 def _share_every_error(_exc: BaseException) -> bool:
     return True
+
+
+def _encoding(compute: Callable[[], Awaitable[Computed[T]]],
+              encode: Callable[[T], bytes | None]) -> Callable[[], Awaitable[Computed[T]]]:
+    """`compute` whose `Computed.payload` is `encode(value)` (for stores that keep bytes)."""
+    async def encoded() -> Computed[T]:
+        computed = await compute()
+        return Computed(computed.value, encode(computed.value))
+    return encoded
 
 
 class ResponseCache:
@@ -190,6 +203,8 @@ class ResponseCache:
         write: bool = True,
         lock_ttl_s: float | None = None,
         max_wait_s: float | None = None,
+        encode: Callable[[T], bytes | None] | None = None,
+        size: Callable[[T], int | None] | None = None,
     ) -> Lookup[T]:
         """The value for `key`: from the store, from an identical call in flight, or computed.
 
@@ -199,13 +214,24 @@ class ResponseCache:
         stores nothing ("no-store"). `ttl_s` is the entry's life in seconds;
         `lock_ttl_s` (default: the cache's) the cross-process lock's;
         `max_wait_s` (default `lock_ttl_s`) bounds the wait for another
-        process's entry. Raises whatever `compute` raises (see the module
-        docstring for followers).
+        process's entry. With `encode` and `size` (both or neither), the
+        `Computed.payload` is not used: a store that `keeps_values` keeps the
+        value counted at `size(value)` bytes, any other stores `encode(value)`;
+        either returning None means "do not store". Raises whatever `compute`
+        raises (see the module docstring for followers), and ValueError for
+        `encode` without `size` or the reverse.
         """
+        if (encode is None) != (size is None):
+            raise ValueError("pass both encode and size, or neither")
+        keep = size if self.store.keeps_values else None
+        if encode is not None and keep is None and write:
+            compute = _encoding(compute, encode)
         if not read:
             computed = await compute()
             self._emit(route, "bypass")
-            if write:
+            if write and keep is not None:
+                self._keep(key, computed.value, keep, route, ttl_s)
+            elif write:
                 await self._store(key, computed, route, ttl_s)
             return Lookup(computed.value, "bypass")
 
@@ -224,7 +250,9 @@ class ResponseCache:
 
         flights[key] = None
         try:
-            if write and self.store.shared:
+            if keep is not None:
+                lookup = await self._kept_or_compute(key, compute, route, ttl_s, write, keep)
+            elif write and self.store.shared:
                 lookup = await self._lead(key, compute, decode, route, ttl_s, lock_ttl_s or self._lock_ttl_s,
                                           max_wait_s)
             else:
@@ -286,6 +314,27 @@ class ResponseCache:
         if write:
             await self._store(key, computed, route, ttl_s)
         return Lookup(computed.value, "miss")
+
+    async def _kept_or_compute(
+        self, key: str, compute: Callable[[], Awaitable[Computed[T]]], route: str, ttl_s: float, write: bool,
+        size: Callable[[T], int | None],
+    ) -> Lookup[T]:
+        """The value kept under `key` in a store that `keeps_values`, or computed (and kept)."""
+        kept = self.store.kept_now(key)
+        if kept is not None:
+            self._emit(route, "hit", kept[1])
+            return Lookup(kept[0], "hit")  # type: ignore[arg-type]  # what _keep kept: a T
+        computed = await compute()
+        self._emit(route, "miss")
+        if write:
+            self._keep(key, computed.value, size, route, ttl_s)
+        return Lookup(computed.value, "miss")
+
+    def _keep(self, key: str, value: T, size: Callable[[T], int | None], route: str, ttl_s: float) -> None:
+        nbytes = size(value)
+        if nbytes is not None:
+            self.store.keep_now(key, value, nbytes, ttl_s)
+            self._emit(route, "write", nbytes)
 
     async def _store(self, key: str, computed: Computed[Any], route: str, ttl_s: float) -> None:
         if computed.payload is None:

@@ -10,6 +10,11 @@ cache miss.) cachetools bounds one size only, so the byte bound is its
 `maxsize` (sizes from `getsizeof`) and the entry bound is enforced after
 each insert.
 
+A store that is not `shared` also keeps values as they are (`keep_now`,
+`kept_now`): the response cache keeps chat answers so, counted at a size
+its caller estimates, so that a miss does not encode them nor a hit decode
+them.
+
 >>> import asyncio
 >>> store = MemoryCacheStore(max_entries=2, max_bytes=10_000)
 >>> asyncio.run(store.set("k", b"v", ttl_s=60))
@@ -37,13 +42,17 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
 class _Entry(NamedTuple):
-    value: bytes
+    #: Bytes (`set`), or a value kept as it is (`keep_now`).
+    value: object
     #: When the entry expires, on the store's clock (seconds).
     expires_at: float
+    #: The value's size in bytes: its length, or what `keep_now` was told.
+    nbytes: int
+    kept: bool = False
 
 
 def _size(entry: _Entry) -> int:
-    return len(entry.value) + ENTRY_OVERHEAD
+    return entry.nbytes + ENTRY_OVERHEAD
 
 
 class MemoryCacheStore(CacheStore):
@@ -70,6 +79,7 @@ class MemoryCacheStore(CacheStore):
         self.name = "memory://"
         self.shared = shared
         self.local = True
+        self.keeps_values = not shared  # stores shared like Redis keep bytes, as Redis does
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._clock = clock
@@ -81,7 +91,8 @@ class MemoryCacheStore(CacheStore):
     async def get(self, key: str) -> bytes | None:
         return self.get_now(key)
 
-    def get_now(self, key: str) -> bytes | None:
+    def _live(self, key: str) -> _Entry | None:
+        """The entry under `key` unless it has expired (then it is dropped)."""
         entries = self._entries
         entry = entries.get(key)
         if entry is None:
@@ -89,19 +100,40 @@ class MemoryCacheStore(CacheStore):
         if entry.expires_at <= self._clock():
             entries.pop(key, None)
             return None
-        self._read += len(entry.value)
-        return entry.value
+        return entry
+
+    def get_now(self, key: str) -> bytes | None:
+        entry = self._live(key)
+        if entry is None or entry.kept:
+            return None
+        self._read += entry.nbytes
+        return entry.value  # type: ignore[return-value]  # what set_now stored: bytes
+
+    def kept_now(self, key: str) -> tuple[object, int] | None:
+        entry = self._live(key)
+        if entry is None or not entry.kept:
+            return None
+        self._read += entry.nbytes
+        return entry.value, entry.nbytes
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         self.set_now(key, value, ttl_s)
 
     def set_now(self, key: str, value: bytes, ttl_s: float) -> None:
+        self._put(key, _Entry(value, self._clock() + ttl_s, len(value)), ttl_s)
+
+    def keep_now(self, key: str, value: object, nbytes: int, ttl_s: float) -> None:
+        if not self.keeps_values:
+            raise NotImplementedError("a shared memory store keeps bytes only, as Redis does")
+        self._put(key, _Entry(value, self._clock() + ttl_s, max(0, nbytes), True), ttl_s)
+
+    def _put(self, key: str, entry: _Entry, ttl_s: float) -> None:
         entries = self._entries
-        if len(value) + ENTRY_OVERHEAD > self.max_bytes or ttl_s <= 0:
+        if entry.nbytes + ENTRY_OVERHEAD > self.max_bytes or ttl_s <= 0:
             entries.pop(key, None)
             return
-        entries[key] = _Entry(value, self._clock() + ttl_s)
-        self._written += len(value)
+        entries[key] = entry
+        self._written += entry.nbytes
         while len(entries) > self.max_entries:
             entries.popitem()
 
