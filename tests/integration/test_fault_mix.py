@@ -85,6 +85,8 @@ class MixResult:
     #: A few failure messages per exception type, for diagnosis.
     samples: dict[str, list[str]] = field(default_factory=dict)
     wall_s: float = 0.0
+    #: Faults the simulator injected into bad-a and bad-b, by kind (what the router had to survive).
+    injected: Counter[str] = field(default_factory=Counter)
 
     @property
     def success_rate(self) -> float:
@@ -157,6 +159,8 @@ async def run_mix(n: int, *, seed: int, workdir: Path, concurrency: int = CONCUR
             result.wall_s = time.monotonic() - t0
         finally:
             await router.aclose()
+        for name in ("bad-a", "bad-b"):
+            result.injected.update({fault.value: n for fault, n in sim.stats(name).faults.items()})
     return result
 
 
@@ -167,6 +171,11 @@ async def test_fault_mix_is_answered_within_the_deadline(tmp_path: Path) -> None
                f"resumed streams {result.resumed}, attempts {dict(result.attempt_kinds)}, wall {result.wall_s:.1f}s")
     assert result.success_rate >= 0.999, summary
     assert result.max_late_s <= 0.5, summary
-    # The mix really happened: each kind of fault was met and survived.
-    for kind in ("unavailable", "timeout", "rate_limited", "malformed_response", "stream_interrupted"):
+    # The mix really happened: the simulator injected every kind of fault, and the router met each
+    # kind it can tell apart. (A hang the router is still waiting on when its own loop was starved
+    # gets the time back, so under load a hang may be answered late rather than time out: the
+    # router not blaming a provider for its own lag. Hence no "timeout" requirement here.)
+    for fault in BAD_RATES:
+        assert result.injected[fault.value] > 0, (fault, dict(result.injected))
+    for kind in ("unavailable", "rate_limited", "malformed_response", "stream_interrupted"):
         assert result.attempt_kinds[kind] > 0, summary
