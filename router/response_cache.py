@@ -111,7 +111,7 @@ _TO_JSON = LLMResponse.__pydantic_serializer__.to_json  # model_dump_json's byte
 #: Fields that belong to one call, not to the answer: a hit sets its own (a new id, no attempts, no
 #: cost, its own latency), so they are not stored (a fifth less to write, a third less to read).
 PER_CALL_FIELDS: frozenset[str] = frozenset({"id", "attempts", "cost_usd", "latency_ms", "cached"})
-_NOT_STORED = set(PER_CALL_FIELDS)
+_NOT_STORED = set(PER_CALL_FIELDS)  # pydantic's `exclude` is typed as a set (a frozenset works, but not to mypy)
 
 
 def encode_chat(response: LLMResponse) -> bytes | None:
