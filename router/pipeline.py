@@ -20,12 +20,13 @@ import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from router import response_cache as rc
 from router.attempts import AttemptCall, AttemptLoop, Success
 from router.backend import DEFAULT_BACKEND, Backend, ChatResult
-from router.cache import Computed, ResponseCache, is_deterministic
+from router.cache import ResponseCache, is_deterministic
 from router.context import RequestContext
 from router.decision_log import DecisionLog, record_for
 from router.errors import (
@@ -156,17 +157,18 @@ class Pipeline:
         if plan is None or self.cache is None:
             return await self._chat_once(ex, request, params, messages_for)
         started = self.clock()
-
-        async def compute() -> Computed[LLMResponse]:
-            return Computed(await self._chat_once(ex, request, params, messages_for))
-
-        # The cache encodes the answer only for a store that keeps bytes (Redis); memory:// keeps it.
-        lookup = await ex.guard(self.cache.get_or_compute(
-            rc.chat_key(plan, request, params), compute, decode=rc.decode_chat, encode=rc.encode_chat,
-            size=rc.chat_size, route=plan.route, ttl_s=plan.ttl_s, read=plan.read, write=plan.write,
-            lock_ttl_s=plan.lock_ttl_s))
-        ex.trace.cache(hit=lookup.hit)
-        if not lookup.hit:
+        # memory:// keeps the answer itself (size); a store that keeps bytes (Redis) gets encode_chat's.
+        try:
+            lookup = await self.cache.get_or_compute(
+                rc.chat_key(plan, request, params), partial(self._chat_once, ex, request, params, messages_for),
+                encode=rc.encode_chat, decode=rc.decode_chat, size=rc.chat_size, route=plan.route,
+                ttl_s=plan.ttl_s, read=plan.read, write=plan.write, lock_ttl_s=plan.lock_ttl_s)
+        except BaseException as exc:
+            ex.abandon(exc)
+            raise
+        hit = lookup.hit
+        ex.trace.cache(hit=hit)
+        if not hit:
             return lookup.value
         ex.served_from_cache()
         # A fresh id: feedback on one caller's copy must not use up another's.
@@ -271,14 +273,18 @@ class Pipeline:
         started = self.clock()
         sent: list[EmbeddingResponse] = []
 
-        async def compute_missing(indices: Sequence[int]) -> list[Computed[list[float]]]:
+        async def compute_missing(indices: Sequence[int]) -> list[list[float]]:
             response = await self._embed_once(ex, [inputs[i] for i in indices])
             sent.append(response)
-            return [Computed(v, payload=rc.encode_vector(v)) for v in response.embeddings]
+            return response.embeddings
 
-        lookups = await ex.guard(self.cache.get_or_compute_batch(
-            rc.embedding_keys(plan, inputs), compute_missing, decode=rc.decode_vector, route=plan.route,
-            ttl_s=plan.ttl_s, read=plan.read, write=plan.write))
+        try:
+            lookups = await self.cache.get_or_compute_batch(
+                rc.embedding_keys(plan, inputs), compute_missing, encode=rc.encode_vector, decode=rc.decode_vector,
+                route=plan.route, ttl_s=plan.ttl_s, read=plan.read, write=plan.write)
+        except BaseException as exc:
+            ex.abandon(exc)
+            raise
         vectors = [lk.value for lk in lookups]
         ex.trace.cache(hit=not sent)
         if sent:
@@ -331,8 +337,9 @@ class Pipeline:
         if self.cache is None or ex.decision.route.spec.cache.mode == "off":
             return None
         deterministic = request is None or is_deterministic(params)  # embeddings always are
+        # n only matters to a request that is not deterministic
         return rc.plan_for(ex.decision.route, ex.decision.ctx.tenant, mode, deterministic=deterministic,
-                           n=request.n if request is not None else 1)
+                           n=1 if deterministic or request is None else request.n)
 
     async def _open(self, ctx: RequestContext) -> _Exchange:
         """Decide, open the trace and reserve: everything before the first attempt."""
@@ -444,14 +451,11 @@ class _Exchange:
             return f"tenant budget cannot cover {d.name}'s price (${cost:.6f})"
         return None
 
-    async def guard(self, work: Awaitable[T]) -> T:
-        """Await `work` (a cache lookup that may run the attempt loop); if it fails, refund and close the trace."""
-        try:
-            return await work
-        except BaseException as exc:
-            self.refund()
-            self.fail(exc)
-            raise
+    def abandon(self, exc: BaseException) -> None:
+        """A cache lookup (which may have run the attempt loop) failed with `exc`: refund the
+        reservation and close the trace."""
+        self.refund()
+        self.fail(exc)
 
     def served_from_cache(self) -> None:
         """A hit counts against request rates, not against token or dollar budgets."""

@@ -17,7 +17,6 @@ import pytest
 from router.cache import (
     CacheEvent,
     CacheStore,
-    Computed,
     Lookup,
     MemoryCacheStore,
     ResponseCache,
@@ -66,19 +65,23 @@ class Provider:
         self.gate.set()
         self.fail_with: BaseException | None = None
 
-    async def __call__(self) -> Computed[str]:
+    async def __call__(self) -> str:
         self.calls += 1
         self.started.set()
         await self.gate.wait()
         if self.fail_with is not None:
             exc, self.fail_with = self.fail_with, None
             raise exc
-        return Computed(self.value, payload=self.value.encode() if self.cacheable else None)
+        return self.value
+
+    def encode(self, value: str) -> bytes | None:
+        """The stored form, or None when this provider's answers must not be cached."""
+        return value.encode() if self.cacheable else None
 
 
-async def ask(cache: ResponseCache, provider: Callable[[], Awaitable[Computed[str]]], key: str = "k",
-              **kw: Any) -> Lookup[str]:
-    return await cache.get_or_compute(key, provider, decode=bytes.decode, route="r", ttl_s=60, **kw)
+async def ask(cache: ResponseCache, provider: Provider, key: str = "k", **kw: Any) -> Lookup[str]:
+    return await cache.get_or_compute(key, provider, encode=provider.encode, decode=bytes.decode, route="r",
+                                      ttl_s=60, **kw)
 
 
 async def let_run(times: int = 5) -> None:
@@ -293,9 +296,9 @@ class TestKeptValues:
     async def ask(self, cache: ResponseCache, text: str, key: str = "k", **kw: Any) -> Lookup[Answer]:
         calls = []
 
-        async def compute() -> Computed[Answer]:
+        async def compute() -> Answer:
             calls.append(text)
-            return Computed(Answer(text))
+            return Answer(text)
         return await cache.get_or_compute(key, compute, decode=Answer.decode, encode=Answer.encode,
                                           size=Answer.size, route="r", ttl_s=60, **kw)
 
@@ -327,12 +330,15 @@ class TestKeptValues:
         assert again.outcome == "hit" and again.value.text == "answer"
         assert (Answer.encoded, Answer.decoded) == (1, 1)
 
-    async def test_encode_needs_size(self) -> None:
-        async def compute() -> Computed[Answer]:
-            return Computed(Answer("x"))
-        with pytest.raises(ValueError, match="both"):
-            await ResponseCache(MemoryCacheStore()).get_or_compute(
-                "k", compute, decode=Answer.decode, encode=Answer.encode, route="r", ttl_s=60)
+    async def test_without_size_a_memory_store_keeps_bytes(self) -> None:
+        cache = ResponseCache(MemoryCacheStore())
+
+        async def compute() -> Answer:
+            return Answer("x")
+        for _ in range(2):
+            await cache.get_or_compute("k", compute, decode=Answer.decode, encode=Answer.encode, route="r", ttl_s=60)
+        assert (Answer.encoded, Answer.decoded) == (1, 1)
+        assert cache.store.get_now("k") is not None
 
 
 class TestMetrics:
@@ -340,8 +346,8 @@ class TestMetrics:
         events: list[CacheEvent] = []
         cache, provider = ResponseCache(MemoryCacheStore(), observer=events.append), Provider()
         await ask(cache, provider)
-        await cache.get_or_compute("k", provider, decode=bytes.decode, route="r", ttl_s=60)
-        await cache.get_or_compute("k2", provider, decode=bytes.decode, route="other", ttl_s=60)
+        await cache.get_or_compute("k", provider, encode=str.encode, decode=bytes.decode, route="r", ttl_s=60)
+        await cache.get_or_compute("k2", provider, encode=str.encode, decode=bytes.decode, route="other", ttl_s=60)
         assert [(e.route, e.kind, e.nbytes) for e in events] == [
             ("r", "miss", 0), ("r", "write", 6), ("r", "hit", 6), ("other", "miss", 0), ("other", "write", 6),
         ]
@@ -353,44 +359,44 @@ class TestMetrics:
 class TestBatch:
     @staticmethod
     def embedder(calls: list[list[int]], texts: Sequence[str]) -> Callable[
-            [Sequence[int]], Awaitable[Sequence[Computed[str]]]]:
-        async def compute(indices: Sequence[int]) -> Sequence[Computed[str]]:
+            [Sequence[int]], Awaitable[Sequence[str]]]:
+        async def compute(indices: Sequence[int]) -> Sequence[str]:
             calls.append(list(indices))
-            return [Computed(texts[i].upper(), payload=texts[i].upper().encode()) for i in indices]
+            return [texts[i].upper() for i in indices]
         return compute
 
     async def test_only_new_texts_are_computed(self, backend: StoreFactory) -> None:
         cache, calls = ResponseCache(backend()), list[list[int]]()
         texts = ["a", "b", "c"]
         await cache.get_or_compute_batch(texts, self.embedder(calls, texts),
-                                         decode=bytes.decode, route="e", ttl_s=60)
+                                         encode=str.encode, decode=bytes.decode, route="e", ttl_s=60)
         texts = ["b", "new", "a", "new"]
         out = await cache.get_or_compute_batch(texts, self.embedder(calls, texts),
-                                               decode=bytes.decode, route="e", ttl_s=60)
+                                               encode=str.encode, decode=bytes.decode, route="e", ttl_s=60)
         assert calls == [[0, 1, 2], [1]]
         assert [(r.value, r.outcome) for r in out] == [("B", "hit"), ("NEW", "miss"), ("A", "hit"), ("NEW", "miss")]
         again = await cache.get_or_compute_batch(texts, self.embedder(calls, texts),
-                                                 decode=bytes.decode, route="e", ttl_s=60)
+                                                 encode=str.encode, decode=bytes.decode, route="e", ttl_s=60)
         assert all(r.hit for r in again) and len(calls) == 2
 
     async def test_batch_flags(self, backend: StoreFactory) -> None:
         cache, calls = ResponseCache(backend()), list[list[int]]()
         texts = ["x"]
-        out = await cache.get_or_compute_batch(texts, self.embedder(calls, texts), decode=bytes.decode,
-                                               route="e", ttl_s=60, write=False)
+        out = await cache.get_or_compute_batch(texts, self.embedder(calls, texts), encode=str.encode,
+                                               decode=bytes.decode, route="e", ttl_s=60, write=False)
         assert out[0].outcome == "miss" and await cache.store.get("x") is None
         await cache.store.set("x", b"OLD", ttl_s=60)
-        out = await cache.get_or_compute_batch(texts, self.embedder(calls, texts), decode=bytes.decode,
-                                               route="e", ttl_s=60, read=False)
+        out = await cache.get_or_compute_batch(texts, self.embedder(calls, texts), encode=str.encode,
+                                               decode=bytes.decode, route="e", ttl_s=60, read=False)
         assert out[0].outcome == "bypass" and await cache.store.get("x") == b"X"
 
     async def test_wrong_count_from_compute_is_an_error(self) -> None:
-        async def short(indices: Sequence[int]) -> Sequence[Computed[str]]:
+        async def short(indices: Sequence[int]) -> Sequence[str]:
             return []
 
         with pytest.raises(ValueError, match="returned 0 items for 2"):
             await ResponseCache(MemoryCacheStore()).get_or_compute_batch(
-                ["a", "b"], short, decode=bytes.decode, route="e", ttl_s=60)
+                ["a", "b"], short, encode=str.encode, decode=bytes.decode, route="e", ttl_s=60)
 
 
 class TestRedisDownLookups:
@@ -403,7 +409,7 @@ class TestRedisDownLookups:
             assert (await ask(cache, provider)).outcome == "miss"
             calls: list[list[int]] = []
             out = await cache.get_or_compute_batch(
-                ["a"], TestBatch.embedder(calls, ["a"]), decode=bytes.decode, route="e", ttl_s=60)
+                ["a"], TestBatch.embedder(calls, ["a"]), encode=str.encode, decode=bytes.decode, route="e", ttl_s=60)
             assert out[0].value == "A"
         finally:
             await store.aclose()

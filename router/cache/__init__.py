@@ -4,10 +4,10 @@
 >>> cache = ResponseCache(cache_store_from_url("memory://?max_entries=1000"))
 >>> key = cache_key(partition="acme", route="default", deployments=["gpt-4o-mini"],
 ...                 request={"messages": [{"role": "user", "content": "hi"}], "temperature": 0})
->>> async def call_provider() -> Computed[str]:
-...     return Computed("hello", payload=b"hello")
+>>> async def call_provider() -> str:
+...     return "hello"
 >>> async def ask() -> Lookup[str]:
-...     return await cache.get_or_compute(key, call_provider, decode=bytes.decode,
+...     return await cache.get_or_compute(key, call_provider, encode=str.encode, decode=bytes.decode,
 ...                                       route="default", ttl_s=3600)
 >>> asyncio.run(ask()).outcome, asyncio.run(ask()).outcome
 ('miss', 'hit')
@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from router.cache.base import CacheStore, StoreStats
 from router.cache.batch import BatchPlan, split_batch
-from router.cache.flight import Computed, Lookup, Outcome, ResponseCache
+from router.cache.flight import Lookup, Outcome, ResponseCache
 from router.cache.keys import (
     SHARED_PARTITION,
     CacheKeyError,
@@ -43,7 +43,6 @@ __all__ = [
     "CacheKeyError",
     "CacheObserver",
     "CacheStore",
-    "Computed",
     "Lookup",
     "MemoryCacheStore",
     "Outcome",

@@ -10,12 +10,11 @@
    taken polls for the entry with backoff, up to `max_wait_s`, then computes
    itself. A leader that stores nothing (its answer was uncacheable, or it
    failed) releases the lock, and the waiters compute at once.
-4. Compute, and store the payload unless `write=False` or the computation
-   marked it uncacheable (`Computed.payload is None`). A caller that passes
-   `encode` and `size` instead leaves the payload to the cache: a store that
-   keeps values (memory://, not shared) keeps the value itself, counted at
+4. Compute, and store the value unless `write=False` or `encode(value)` is
+   None (the value must not be cached). With `size`, a store that keeps
+   values (memory://, not shared) keeps the value itself, counted at
    `size(value)` bytes, so a miss encodes nothing and a hit decodes nothing;
-   any other store gets `encode(value)`.
+   any other store gets `encode(value)`, and a hit `decode(bytes)`.
 
 When a leader fails, its in-process followers get the same exception, as Go's
 singleflight does: N identical requests to a failing provider then cost one
@@ -25,17 +24,17 @@ one of them leading. A cancelled leader never passes its cancellation on: its
 followers try again. Errors are never stored.
 
 Followers get the leader's very object, so values should be immutable. They
-get it even when the leader did not store it (`write=False`, or
-`payload=None`): they asked the same question at the same moment.
+get it even when the leader did not store it (`write=False`, or `encode`
+gave None): they asked the same question at the same moment.
 
 >>> import asyncio
 >>> from router.cache.memory import MemoryCacheStore
 >>> cache = ResponseCache(MemoryCacheStore())
->>> async def compute() -> Computed[str]:
-...     return Computed("answer", payload=b"answer")
+>>> async def compute() -> str:
+...     return "answer"
 >>> async def twice() -> tuple[str, str]:
-...     first = await cache.get_or_compute("k", compute, decode=bytes.decode, route="r", ttl_s=60)
-...     again = await cache.get_or_compute("k", compute, decode=bytes.decode, route="r", ttl_s=60)
+...     first = await cache.get_or_compute("k", compute, encode=str.encode, decode=bytes.decode, route="r", ttl_s=60)
+...     again = await cache.get_or_compute("k", compute, encode=str.encode, decode=bytes.decode, route="r", ttl_s=60)
 ...     return first.outcome, again.outcome
 >>> asyncio.run(twice())
 ('miss', 'hit')
@@ -58,19 +57,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Outcome = Literal["hit", "coalesced", "miss", "bypass"]
-
-
-@record
-class Computed(Generic[T]):
-    """What a computation returns: the caller's value and, if it may be stored, its bytes.
-
-    `payload=None` marks the value uncacheable (an interrupted stream, a
-    content-filtered answer, ...): it is returned, and shared with in-process
-    followers, but never stored.
-    """
-
-    value: T
-    payload: bytes | None = None
 
 
 @record
@@ -101,15 +87,6 @@ class _LeaderGone(Exception):
 
 def _share_every_error(_exc: BaseException) -> bool:
     return True
-
-
-def _encoding(compute: Callable[[], Awaitable[Computed[T]]],
-              encode: Callable[[T], bytes | None]) -> Callable[[], Awaitable[Computed[T]]]:
-    """`compute` whose `Computed.payload` is `encode(value)` (for stores that keep bytes)."""
-    async def encoded() -> Computed[T]:
-        computed = await compute()
-        return Computed(computed.value, encode(computed.value))
-    return encoded
 
 
 class ResponseCache:
@@ -189,13 +166,14 @@ class ResponseCache:
 
     async def put(self, key: str, payload: bytes, *, route: str, ttl_s: float) -> None:
         """Store `payload` under `key` for `ttl_s` seconds (the write side of `peek`)."""
-        await self._store(key, Computed(None, payload=payload), route, ttl_s)
+        await self._store(key, payload, route, ttl_s)
 
     async def get_or_compute(
         self,
         key: str,
-        compute: Callable[[], Awaitable[Computed[T]]],
+        compute: Callable[[], Awaitable[T]],
         *,
+        encode: Callable[[T], bytes | None],
         decode: Callable[[bytes], T],
         route: str,
         ttl_s: float,
@@ -203,31 +181,25 @@ class ResponseCache:
         write: bool = True,
         lock_ttl_s: float | None = None,
         max_wait_s: float | None = None,
-        encode: Callable[[T], bytes | None] | None = None,
         size: Callable[[T], int | None] | None = None,
     ) -> Lookup[T]:
         """The value for `key`: from the store, from an identical call in flight, or computed.
 
-        `compute()` makes the value (calls the provider) and returns `Computed`;
-        `decode(payload)` turns stored bytes back into a value. `read=False`
+        `compute()` makes the value (calls the provider). `encode(value)` is its
+        stored form, or None for a value that must not be stored; `decode(bytes)`
+        turns stored bytes back into a value. With `size`, a store that
+        `keeps_values` keeps the value itself, counted at `size(value)` bytes
+        (None: do not store), and never calls `encode` or `decode`. `read=False`
         skips the lookup and single-flight (a "no-cache" request); `write=False`
         stores nothing ("no-store"). `ttl_s` is the entry's life in seconds;
         `lock_ttl_s` (default: the cache's) the cross-process lock's;
         `max_wait_s` (default `lock_ttl_s`) bounds the wait for another
-        process's entry. With `encode` and `size` (both or neither), the
-        `Computed.payload` is not used: a store that `keeps_values` keeps the
-        value counted at `size(value)` bytes, any other store gets `encode(value)`;
-        either returning None means "do not store". Raises whatever `compute`
-        raises (see the module docstring for followers), and ValueError for
-        `encode` without `size` or the reverse.
+        process's entry. Raises whatever `compute` raises (see the module
+        docstring for followers).
         """
-        if (encode is None) != (size is None):
-            raise ValueError("pass both encode and size, or neither")
         keep = size if self.store.keeps_values else None
-        if encode is not None and keep is None and write:
-            compute = _encoding(compute, encode)
         if not read:
-            return await self._compute(key, compute, route, ttl_s, write=write, keep=keep, outcome="bypass")
+            return await self._compute(key, compute, encode, keep, route, ttl_s, write=write, outcome="bypass")
 
         flights = self._flights
         while key in flights:
@@ -243,17 +215,28 @@ class ResponseCache:
             return Lookup(value, "coalesced")
 
         flights[key] = None
+        lookup: Lookup[T]
         try:
             if keep is not None:
-                lookup = await self._kept_or_compute(key, compute, route, ttl_s, write, keep)
+                # Every memory:// lookup, inline (a coroutine of its own costs 1.5k instructions).
+                kept = self.store.kept_now(key)
+                if kept is not None:
+                    self._emit(route, "hit", kept[1])
+                    lookup = Lookup(kept[0], "hit")  # type: ignore[arg-type]  # what _keep kept: a T
+                else:
+                    value = await compute()
+                    self._emit(route, "miss")
+                    if write:
+                        self._keep(key, value, keep, route, ttl_s)
+                    lookup = Lookup(value, "miss")
             elif write and self.store.shared:
-                lookup = await self._lead(key, compute, decode, route, ttl_s, lock_ttl_s or self._lock_ttl_s,
-                                          max_wait_s)
+                lookup = await self._lead(key, compute, encode, decode, route, ttl_s,
+                                          lock_ttl_s or self._lock_ttl_s, max_wait_s)
             else:
                 # Nothing will be stored, or no other process reads this store: the in-process
                 # flight above is all the single-flight there is to do (no lock, no second read).
                 _, found = await self._read(key, decode, route)
-                lookup = found or await self._compute(key, compute, route, ttl_s, write=write)
+                lookup = found or await self._compute(key, compute, encode, None, route, ttl_s, write=write)
         except BaseException as exc:
             flight = flights.pop(key)
             if flight is not None:
@@ -269,7 +252,8 @@ class ResponseCache:
     async def _lead(
         self,
         key: str,
-        compute: Callable[[], Awaitable[Computed[T]]],
+        compute: Callable[[], Awaitable[T]],
+        encode: Callable[[T], bytes | None],
         decode: Callable[[bytes], T],
         route: str,
         ttl_s: float,
@@ -287,48 +271,32 @@ class ResponseCache:
                                                 lock_ttl_s if max_wait_s is None else max_wait_s)
             if waited is not None:
                 return waited
-            return await self._compute(key, compute, route, ttl_s, write=True)
+            return await self._compute(key, compute, encode, None, route, ttl_s, write=True)
         try:
             if token and raw is None:
                 # Another process may have stored the entry between our read and our lock.
                 _, hit = await self._read(key, decode, route)
                 if hit is not None:
                     return hit
-            return await self._compute(key, compute, route, ttl_s, write=True)
+            return await self._compute(key, compute, encode, None, route, ttl_s, write=True)
         finally:
             # After the write, so a waiter that sees the lock gone also sees the entry.
             await self.store.unlock(key, token)
 
     async def _compute(
-        self, key: str, compute: Callable[[], Awaitable[Computed[T]]], route: str, ttl_s: float,
-        *, write: bool, keep: Callable[[T], int | None] | None = None, outcome: Outcome = "miss",
+        self, key: str, compute: Callable[[], Awaitable[T]], encode: Callable[[T], bytes | None],
+        keep: Callable[[T], int | None] | None, route: str, ttl_s: float, *, write: bool,
+        outcome: Outcome = "miss",
     ) -> Lookup[T]:
         """Compute, count it as `outcome` and, with `write`, store it: the value itself counted
-        at `keep(value)` bytes in a store that keeps values, else the computation's payload."""
-        computed = await compute()
+        at `keep(value)` bytes in a store that keeps values, else `encode(value)`."""
+        value = await compute()
         self._emit(route, outcome)
         if write and keep is not None:
-            self._keep(key, computed.value, keep, route, ttl_s)
+            self._keep(key, value, keep, route, ttl_s)
         elif write:
-            await self._store(key, computed, route, ttl_s)
-        return Lookup(computed.value, outcome)
-
-    async def _kept_or_compute(
-        self, key: str, compute: Callable[[], Awaitable[Computed[T]]], route: str, ttl_s: float, write: bool,
-        size: Callable[[T], int | None],
-    ) -> Lookup[T]:
-        """The value kept under `key` in a store that `keeps_values`, or computed (and kept)."""
-        kept = self.store.kept_now(key)
-        if kept is not None:
-            self._emit(route, "hit", kept[1])
-            return Lookup(kept[0], "hit")  # type: ignore[arg-type]  # what _keep kept: a T
-        # `_compute(..., keep=size)` inline: this is every memory:// miss, and its coroutine costs 1.5k
-        # instructions a miss (callgrind).
-        computed = await compute()
-        self._emit(route, "miss")
-        if write:
-            self._keep(key, computed.value, size, route, ttl_s)
-        return Lookup(computed.value, "miss")
+            await self._store(key, encode(value), route, ttl_s)
+        return Lookup(value, outcome)
 
     def _keep(self, key: str, value: T, size: Callable[[T], int | None], route: str, ttl_s: float) -> None:
         nbytes = size(value)
@@ -336,15 +304,15 @@ class ResponseCache:
             self.store.keep_now(key, value, nbytes, ttl_s)
             self._emit(route, "write", nbytes)
 
-    async def _store(self, key: str, computed: Computed[Any], route: str, ttl_s: float) -> None:
-        if computed.payload is None:
+    async def _store(self, key: str, payload: bytes | None, route: str, ttl_s: float) -> None:
+        if payload is None:
             return
         store = self.store
         if store.local:
-            store.set_now(key, computed.payload, ttl_s)
+            store.set_now(key, payload, ttl_s)
         else:
-            await store.set(key, computed.payload, ttl_s)
-        self._emit(route, "write", len(computed.payload))
+            await store.set(key, payload, ttl_s)
+        self._emit(route, "write", len(payload))
 
     async def _wait_for_entry(
         self, key: str, decode: Callable[[bytes], T], route: str, max_wait_s: float,
@@ -371,8 +339,9 @@ class ResponseCache:
     async def get_or_compute_batch(
         self,
         keys: Sequence[str],
-        compute_missing: Callable[[Sequence[int]], Awaitable[Sequence[Computed[T]]]],
+        compute_missing: Callable[[Sequence[int]], Awaitable[Sequence[T]]],
         *,
+        encode: Callable[[T], bytes | None],
         decode: Callable[[bytes], T],
         route: str,
         ttl_s: float,
@@ -382,10 +351,11 @@ class ResponseCache:
         """One `Lookup` per key, in input order, computing only the items not cached.
 
         `compute_missing(indices)` computes the input items at `indices` (the
-        first occurrence of each uncached key, ascending) and returns one
-        `Computed` per index, in that order; it is not called when everything
-        is cached. Batches do not single-flight. Raises ValueError when
-        `compute_missing` returns the wrong number of items.
+        first occurrence of each uncached key, ascending) and returns one value
+        per index, in that order; it is not called when everything is cached.
+        Each value is stored as `encode(value)` (None: not stored). Batches do
+        not single-flight. Raises ValueError when `compute_missing` returns the
+        wrong number of items.
         """
         unique = list(dict.fromkeys(keys))
         cached: dict[str, T] = {}
@@ -395,17 +365,17 @@ class ResponseCache:
                     cached[key] = found[0]
                     self._emit(route, "hit", len(raw))
         plan = split_batch(keys, cached)
-        computed: Sequence[Computed[T]] = await compute_missing(plan.missing) if plan.missing else ()
+        computed: Sequence[T] = await compute_missing(plan.missing) if plan.missing else ()
         if len(computed) != len(plan.missing):
             raise ValueError(f"compute_missing returned {len(computed)} items for {len(plan.missing)} indices")
         for _ in computed:
             self._emit(route, "miss" if read else "bypass")
         if write:
-            items = [(keys[i], c.payload) for i, c in zip(plan.missing, computed, strict=True)
-                     if c.payload is not None]
+            items = [(keys[i], payload) for i, value in zip(plan.missing, computed, strict=True)
+                     if (payload := encode(value)) is not None]
             await self.store.set_many(items, ttl_s)
             for _, payload in items:
                 self._emit(route, "write", len(payload))
         outcome: Outcome = "miss" if read else "bypass"
         return [Lookup(value, "hit" if from_cache else outcome)
-                for value, from_cache in plan.assemble([c.value for c in computed])]
+                for value, from_cache in plan.assemble(computed)]

@@ -192,9 +192,11 @@ def chat_key_in_frame(head: str, tail: str, messages: Sequence[Mapping[str, obje
         if len(m) != 2 or type(content) is not str or type(role) is not str:
             return key_in_frame(head, tail, {"messages": messages, "params": params, "stream": stream})
         parts.append('{"content":' + _encode_str(content) + ',"role":' + _encode_str(role) + "}")
-    text = ('{"messages":[' + ",".join(parts) + '],"params":' + checked_json(dict(params))
-            + (',"stream":true}' if stream else ',"stream":false}'))
-    return _framed(head, text, tail)
+    # checked_json and _framed inline (two frames less a request)
+    params_json = ("".join(_C_ENCODER(params, 0)) if _C_ENCODER is not None and type(params) is dict
+                   else checked_json(dict(params)))
+    return hashlib.sha256((head + '{"messages":[' + ",".join(parts) + '],"params":' + params_json
+                           + (',"stream":true}' if stream else ',"stream":false}') + tail).encode()).hexdigest()
 
 
 def embedding_key(

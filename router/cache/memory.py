@@ -110,8 +110,13 @@ class MemoryCacheStore(CacheStore):
         return entry.value  # type: ignore[return-value]  # what set_now stored: bytes
 
     def kept_now(self, key: str) -> tuple[object, int] | None:
-        entry = self._live(key)
+        # `_live` inline: this is every memory:// lookup.
+        entries = self._entries
+        entry = entries.get(key)
         if entry is None or not entry.kept:
+            return None
+        if entry.expires_at <= self._clock():
+            entries.pop(key, None)
             return None
         self._read += entry.nbytes
         return entry.value, entry.nbytes
@@ -120,20 +125,21 @@ class MemoryCacheStore(CacheStore):
         self.set_now(key, value, ttl_s)
 
     def set_now(self, key: str, value: bytes, ttl_s: float) -> None:
-        self._put(key, _Entry(value, self._clock() + ttl_s, len(value)), ttl_s)
+        self._put(key, value, len(value), ttl_s, False)
 
     def keep_now(self, key: str, value: object, nbytes: int, ttl_s: float) -> None:
         if not self.keeps_values:
             raise NotImplementedError("a shared memory store keeps bytes only, as Redis does")
-        self._put(key, _Entry(value, self._clock() + ttl_s, max(0, nbytes), True), ttl_s)
+        self._put(key, value, max(0, nbytes), ttl_s, True)
 
-    def _put(self, key: str, entry: _Entry, ttl_s: float) -> None:
+    def _put(self, key: str, value: object, nbytes: int, ttl_s: float, kept: bool) -> None:
         entries = self._entries
-        if entry.nbytes + ENTRY_OVERHEAD > self.max_bytes or ttl_s <= 0:
+        if nbytes + ENTRY_OVERHEAD > self.max_bytes or ttl_s <= 0:
             entries.pop(key, None)
             return
-        entries[key] = entry
-        self._written += entry.nbytes
+        # tuple.__new__: the NamedTuple's own __new__ is a Python function, a frame more a miss.
+        entries[key] = tuple.__new__(_Entry, (value, self._clock() + ttl_s, nbytes, kept))
+        self._written += nbytes
         while len(entries) > self.max_entries:
             entries.popitem()
 
