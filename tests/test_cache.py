@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from router.cache import CacheStore, MemoryCacheStore, cache_store_from_url
-from router.cache.memory import ENTRY_OVERHEAD
+from router.cache import CacheStore, MemoryCacheStore, cache_key, cache_store_from_url, key_digest
+from router.cache.memory import ENTRY_OVERHEAD, KEY_ALLOWANCE
 from tests.conftest import FakeClock
 from tests.test_cache_support import (
     DOWN_URL,
@@ -151,6 +151,15 @@ class TestMemoryStore:
         clock.now += 60.1
         assert store.kept_now("k") is None  # expired on its own TTL
 
+    def test_a_long_key_is_charged_its_extra_length(self) -> None:
+        long_key = "k" * (KEY_ALLOWANCE + 500)
+        store = MemoryCacheStore(max_bytes=10_000)
+        store.set_now("short", bytes(100), ttl_s=60)
+        store.set_now(long_key, bytes(100), ttl_s=60)
+        assert store.stats().bytes_stored == 2 * (100 + ENTRY_OVERHEAD) + 500
+        store.keep_now(long_key + "!", object(), 100, ttl_s=60)
+        assert store.stats().bytes_stored == 3 * (100 + ENTRY_OVERHEAD) + 500 + 501
+
     def test_kept_values_count_toward_the_byte_bound(self) -> None:
         store = MemoryCacheStore(max_bytes=3 * (1000 + ENTRY_OVERHEAD))
         for k in "abcd":
@@ -194,12 +203,12 @@ class TestRedisStore:
         raw = redis.asyncio.Redis.from_url(REDIS_URL)
         try:
             await store.set("k", VALUE, ttl_s=42.5)
-            held = await raw.get(f"{prefix}v:k")
+            held = await raw.get(f"{prefix}v:{key_digest('k')}")
             assert isinstance(held, bytes) and len(held) < len(VALUE) / 4
             assert zlib.decompress(held) == VALUE
-            assert 41_000 < await raw.pttl(f"{prefix}v:k") <= 42_500
+            assert 41_000 < await raw.pttl(f"{prefix}v:{key_digest('k')}") <= 42_500
             token = await store.try_lock("k", ttl_s=3)
-            assert token and 0 < await raw.pttl(f"{prefix}l:k") <= 3000
+            assert token and 0 < await raw.pttl(f"{prefix}l:{key_digest('k')}") <= 3000
         finally:
             await raw.aclose()
             await store.aclose()
@@ -210,9 +219,28 @@ class TestRedisStore:
         store = cache_store_from_url(redis_url(prefix))
         raw = redis.asyncio.Redis.from_url(REDIS_URL)
         try:
-            await raw.set(f"{prefix}v:k", b"not zlib", px=60_000)
+            await raw.set(f"{prefix}v:{key_digest('k')}", b"not zlib", px=60_000)
             assert await store.get("k") is None
             assert store.stats().errors == 1
+        finally:
+            await raw.aclose()
+            await store.aclose()
+
+    async def test_key_names_hold_no_request_text(self, prefix: str) -> None:
+        import redis.asyncio
+
+        key = cache_key(partition="acme", route="r", deployments=["d"],
+                        request={"messages": [{"role": "user", "content": "my secret plan"}]})
+        assert "my secret plan" in key  # a short key is the request's text ...
+        store = cache_store_from_url(redis_url(prefix))
+        raw = redis.asyncio.Redis.from_url(REDIS_URL)
+        try:
+            await store.set(key, b"v", ttl_s=60)
+            assert await store.try_lock(key, ttl_s=5)
+            names = [n.decode() async for n in raw.scan_iter(match=f"{prefix}*")]
+            # ... and Redis names it by its digest
+            assert sorted(names) == [f"{prefix}l:{key_digest(key)}", f"{prefix}v:{key_digest(key)}"]
+            assert await store.get(key) == b"v"
         finally:
             await raw.aclose()
             await store.aclose()

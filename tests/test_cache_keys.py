@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from router.cache import (
+    MAX_TEXT_KEY,
     CacheKeyError,
     cache_key,
     canonical_json,
@@ -16,6 +18,7 @@ from router.cache import (
     chat_key_in_frame,
     embedding_key,
     is_deterministic,
+    key_digest,
     key_in_frame,
     partition_for,
     split_batch,
@@ -68,9 +71,23 @@ class TestCanonicalKeys:
         assert key() == key(reordered)
         assert key() == key(deployments=["claude-haiku", "gpt-4o-mini", "gpt-4o-mini"])
 
-    def test_a_key_is_a_sha256_hex_digest(self) -> None:
-        assert len(key()) == 64
-        int(key(), 16)
+    def test_a_short_key_is_the_canonical_text_itself(self) -> None:
+        doc = json.loads(key())
+        assert doc["request"]["messages"] == MESSAGES and doc["partition"] == "acme"
+        assert len(key()) <= MAX_TEXT_KEY
+
+    def test_a_long_key_is_a_sha256_digest(self) -> None:
+        messages = [{"role": "user", "content": "x" * MAX_TEXT_KEY}]
+        long_request: dict[str, Any] = {"messages": messages, "temperature": 0}
+        long_key = key(long_request)
+        assert long_key.startswith("sha256:") and len(long_key) == 71
+        int(long_key.removeprefix("sha256:"), 16)
+        other = key({"messages": [{"role": "user", "content": "x" * MAX_TEXT_KEY + "y"}], "temperature": 0})
+        assert other.startswith("sha256:") and other != long_key
+        head, tail = chat_key_frame(partition="acme", route="default", deployments=["gpt-4o-mini", "claude-haiku"])
+        assert chat_key_in_frame(head, tail, messages, {"temperature": 0}, False) == key(
+            {"messages": messages, "params": {"temperature": 0}, "stream": False})
+        assert key_digest(long_key) != key_digest(key()) and len(key_digest(key())) == 64
 
     @pytest.mark.parametrize("change", [
         {"temperature": 0.5},

@@ -21,6 +21,7 @@ from router.cache.base import CacheStore, StoreStats
 from router.cache.batch import BatchPlan, split_batch
 from router.cache.flight import Lookup, Outcome, ResponseCache
 from router.cache.keys import (
+    MAX_TEXT_KEY,
     SHARED_PARTITION,
     CacheKeyError,
     cache_key,
@@ -29,13 +30,16 @@ from router.cache.keys import (
     chat_key_in_frame,
     embedding_key,
     is_deterministic,
+    key_digest,
     key_in_frame,
+    key_of_text,
     partition_for,
 )
 from router.cache.memory import MemoryCacheStore
 from router.cache.metrics import CacheCounters, CacheEvent, CacheObserver, RouteCounters
 
 __all__ = [
+    "MAX_TEXT_KEY",
     "SHARED_PARTITION",
     "BatchPlan",
     "CacheCounters",
@@ -56,7 +60,9 @@ __all__ = [
     "chat_key_in_frame",
     "embedding_key",
     "is_deterministic",
+    "key_digest",
     "key_in_frame",
+    "key_of_text",
     "partition_for",
     "split_batch",
 ]

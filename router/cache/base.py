@@ -37,8 +37,9 @@ class StoreStats:
 class CacheStore(ABC):
     """Bytes under keys, each entry expiring after its own TTL; see the module docstring.
 
-    Keys are the 64-hex-digit strings of `router.cache.keys`; a store may
-    prefix them. TTLs are in seconds and must be positive and finite.
+    Keys are the strings of `router.cache.keys` (up to `MAX_TEXT_KEY` + 7 characters); a
+    store outside this process names them by their SHA-256 (`key_digest`). TTLs are in
+    seconds and must be positive and finite.
     """
 
     #: Where the store lives, without credentials, e.g. "memory://" or "redis://host:6379/0".

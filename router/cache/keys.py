@@ -1,9 +1,17 @@
-"""Cache keys: a SHA-256 over a canonical JSON of everything that changes an answer.
+"""Cache keys: the canonical JSON of everything that changes an answer.
 
 A key covers the tenant partition, the route, the request (messages and every
 parameter that changes the output) and the sorted deployments the route may
 serve from, so an answer is never reused across tenants (unless the route
 shares its cache), routes, parameters or a changed set of targets.
+
+A key of up to `MAX_TEXT_KEY` characters is that JSON text itself: two
+requests share a key only if they are the same request, and a miss hashes
+nothing (an in-memory store's dict hashes the text anyway). A longer one is
+`"sha256:"` and its SHA-256 in hex, so that an entry for a long prompt does not
+hold the prompt again. The two kinds never meet: a text key starts with `{`.
+The Redis store names its entries by the SHA-256 of the key, whichever kind,
+so no prompt text appears in Redis key names.
 
 Canonical JSON: object keys sorted, no whitespace, floats as their shortest
 repr, tuples as arrays, non-ASCII kept as is. Anything JSON cannot hold
@@ -17,8 +25,8 @@ into a string that two different values might share.
 >>> k2 = cache_key(partition="acme", route="default",
 ...                request={"temperature": 0, "messages": [{"content": "hi", "role": "user"}]},
 ...                deployments=["a", "b"])
->>> k1 == k2, len(k1)
-(True, 64)
+>>> k1 == k2, k1.startswith('{"deployments":["a","b"],"kind":"chat","partition":"acme"')
+(True, True)
 """
 
 from __future__ import annotations
@@ -107,9 +115,25 @@ def checked_json(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def _digest(document: Mapping[str, object], *, checked: bool = False) -> str:
-    text = checked_json(document) if checked else canonical_json(document, path="")
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+#: The longest key kept as the request's text; a longer one is its SHA-256 (see the module docstring).
+MAX_TEXT_KEY = 1024
+
+
+def key_of_text(text: str) -> str:
+    """The key of a canonical JSON document: the text itself up to `MAX_TEXT_KEY` characters,
+    else `"sha256:"` and its SHA-256 in hex (71 characters)."""
+    if len(text) <= MAX_TEXT_KEY:
+        return text
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def key_digest(key: str) -> str:
+    """The SHA-256 of a key in hex (64 characters): how a store outside this process names it."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _key(document: Mapping[str, object], *, checked: bool = False) -> str:
+    return key_of_text(checked_json(document) if checked else canonical_json(document, path=""))
 
 
 def partition_for(tenant: str, *, shared_across_tenants: bool) -> str:
@@ -129,7 +153,7 @@ def cache_key(
     deployments: Sequence[str],
     checked: bool = False,
 ) -> str:
-    """The 64-hex-digit key of one chat request.
+    """The key of one chat request (`key_of_text` of its canonical document).
 
     `request` holds the messages and every parameter that changes the output
     (model alias, temperature, max_tokens, tools, response_format, seed, ...),
@@ -141,7 +165,7 @@ def cache_key(
     value, naming its path. `checked=True` skips that walk for a request already
     validated as plain JSON (the router's `ChatRequest`).
     """
-    return _digest({
+    return _key({
         "v": KEY_VERSION,
         "kind": "chat",
         "partition": partition,
@@ -153,7 +177,7 @@ def cache_key(
 
 def chat_key_frame(*, partition: str, route: str, deployments: Sequence[str]) -> tuple[str, str]:
     """The canonical JSON of `cache_key`'s document around its request: `(head, tail)`, so that
-    `sha256(head + canonical request + tail)` is `cache_key` with the same arguments.
+    `key_of_text(head + canonical request + tail)` is `cache_key` with the same arguments.
 
     Everything but the request is fixed for a route and a tenant: a caller that keys
     many requests computes the frame once (the router does, per route and partition).
@@ -175,7 +199,7 @@ def key_in_frame(head: str, tail: str, request: Mapping[str, object]) -> str:
 
 
 def _framed(head: str, request_json: str, tail: str) -> str:
-    return hashlib.sha256((head + request_json + tail).encode("utf-8")).hexdigest()
+    return key_of_text(head + request_json + tail)
 
 
 _encode_str = json.encoder.encode_basestring  # json's own string encoder (non-ASCII kept), in C
@@ -195,8 +219,9 @@ def chat_key_in_frame(head: str, tail: str, messages: Sequence[Mapping[str, obje
     # checked_json and _framed inline (two frames less a request)
     params_json = ("".join(_C_ENCODER(params, 0)) if _C_ENCODER is not None and type(params) is dict
                    else checked_json(dict(params)))
-    return hashlib.sha256((head + '{"messages":[' + ",".join(parts) + '],"params":' + params_json
-                           + (',"stream":true}' if stream else ',"stream":false}') + tail).encode()).hexdigest()
+    text = (head + '{"messages":[' + ",".join(parts) + '],"params":' + params_json
+            + (',"stream":true}' if stream else ',"stream":false}') + tail)
+    return text if len(text) <= MAX_TEXT_KEY else key_of_text(text)
 
 
 def embedding_key(
@@ -214,7 +239,7 @@ def embedding_key(
     that change a vector (`dimensions`, `encoding_format`, ...).
     Raises `CacheKeyError` like `cache_key`.
     """
-    return _digest({
+    return _key({
         "v": KEY_VERSION,
         "kind": "embedding",
         "partition": partition,

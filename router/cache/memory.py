@@ -34,9 +34,11 @@ from cachetools import LRUCache
 
 from router.cache.base import CacheStore, StoreStats
 
-#: Bytes charged per entry beyond its value: the key and the cache's bookkeeping,
-#: roughly what CPython spends on them, so `max_bytes` bounds real memory.
+#: Bytes charged per entry beyond its value: the cache's bookkeeping and a key of up to
+#: `KEY_ALLOWANCE` characters, roughly what CPython spends on them, so `max_bytes` bounds real
+#: memory. A longer key (a request's text, up to `MAX_TEXT_KEY`) is charged its extra length.
 ENTRY_OVERHEAD = 256
+KEY_ALLOWANCE = 64
 DEFAULT_MAX_ENTRIES = 10_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
@@ -48,16 +50,19 @@ class _Entry(NamedTuple):
     expires_at: float
     #: The value's size in bytes: its length, or what `keep_now` was told.
     nbytes: int
-    kept: bool = False
+    kept: bool
+    #: What the entry counts toward `max_bytes`: `nbytes`, `ENTRY_OVERHEAD` and a long key's extra.
+    charged: int
 
 
 def _size(entry: _Entry) -> int:
-    return entry.nbytes + ENTRY_OVERHEAD
+    return entry.charged
 
 
 class MemoryCacheStore(CacheStore):
     """At most `max_entries` entries and `max_bytes` bytes (values plus
-    `ENTRY_OVERHEAD` each), least recently used evicted first.
+    `ENTRY_OVERHEAD` each, plus what a key has beyond `KEY_ALLOWANCE` characters),
+    least recently used evicted first.
 
     `clock` (seconds, default `time.monotonic`) decides expiry of entries and
     locks. A value larger than `max_bytes` on its own is not stored. Locks
@@ -134,11 +139,12 @@ class MemoryCacheStore(CacheStore):
 
     def _put(self, key: str, value: object, nbytes: int, ttl_s: float, kept: bool) -> None:
         entries = self._entries
-        if nbytes + ENTRY_OVERHEAD > self.max_bytes or ttl_s <= 0:
+        charged = nbytes + ENTRY_OVERHEAD + max(0, len(key) - KEY_ALLOWANCE)
+        if charged > self.max_bytes or ttl_s <= 0:
             entries.pop(key, None)
             return
         # tuple.__new__: the NamedTuple's own __new__ is a Python function, a frame more a miss.
-        entries[key] = tuple.__new__(_Entry, (value, self._clock() + ttl_s, nbytes, kept))
+        entries[key] = tuple.__new__(_Entry, (value, self._clock() + ttl_s, nbytes, kept, charged))
         self._written += nbytes
         while len(entries) > self.max_entries:
             entries.popitem()

@@ -32,6 +32,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise redis_missing("the Redis cache store") from exc
 
 from router.cache.base import CacheStore, StoreStats
+from router.cache.keys import key_digest
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,8 @@ _COMPRESS_LEVEL = 1
 class RedisCacheStore(CacheStore):
     """Cache store on a redis.asyncio client; see `from_url`.
 
-    Entries are kept under `{prefix}v:{key}`, locks under `{prefix}l:{key}`.
+    Entries are kept under `{prefix}v:{digest}`, locks under `{prefix}l:{digest}`, where
+    digest is the key's SHA-256 (`router.cache.keys.key_digest`): no prompt text in key names.
     `clock` (seconds, default `time.monotonic`) times the pause after a failure.
     """
 
@@ -97,10 +99,10 @@ class RedisCacheStore(CacheStore):
                    clock=clock or time.monotonic)
 
     def _value_key(self, key: str) -> str:
-        return f"{self._prefix}v:{key}"
+        return f"{self._prefix}v:{key_digest(key)}"
 
     def _lock_key(self, key: str) -> str:
-        return f"{self._prefix}l:{key}"
+        return f"{self._prefix}l:{key_digest(key)}"
 
     async def _call(self, operation: Callable[[], Awaitable[Any]], fallback: object) -> Any:
         """`operation()`, or `fallback` if Redis fails or is resting after a failure."""
