@@ -126,11 +126,8 @@ _CALL_FRAME = 60
 _CHOICE_FRAME = 120
 
 
-def _message_size(m: AssistantMessage) -> int:
-    size = len(m.content or "") + len(m.refusal or "")
-    for c in m.tool_calls or ():
-        size += _CALL_FRAME + len(c.id) + len(c.function.name) + len(c.function.arguments)
-    return size
+def _calls_size(m: AssistantMessage) -> int:
+    return sum(_CALL_FRAME + len(c.id) + len(c.function.name) + len(c.function.arguments) for c in m.tool_calls or ())
 
 
 def chat_size(response: LLMResponse) -> int | None:
@@ -139,9 +136,14 @@ def chat_size(response: LLMResponse) -> int | None:
     cached (`cacheable`)."""
     if not cacheable(response):
         return None
-    size = _ANSWER_FRAME + len(response.text) + _message_size(response.message)
+    # Every memory:// miss: the common answer (one text message, no choices) in this one frame.
+    m = response.message
+    size = _ANSWER_FRAME + len(response.text) + len(m.content or "") + len(m.refusal or "")
+    if m.tool_calls:
+        size += _calls_size(m)
     for c in response.choices:
-        size += _CHOICE_FRAME + _message_size(c.message)
+        cm = c.message
+        size += _CHOICE_FRAME + len(cm.content or "") + len(cm.refusal or "") + _calls_size(cm)
     return size
 
 

@@ -226,8 +226,9 @@ class ResponseCache:
                 else:
                     value = await compute()
                     self._emit(route, "miss")
-                    if write:
-                        self._keep(key, value, keep, route, ttl_s)
+                    if write and (nbytes := keep(value)) is not None:  # `_keep`, inline
+                        self.store.keep_now(key, value, nbytes, ttl_s)
+                        self._emit(route, "write", nbytes)
                     lookup = Lookup(value, "miss")
             elif write and self.store.shared:
                 lookup = await self._lead(key, compute, encode, decode, route, ttl_s,

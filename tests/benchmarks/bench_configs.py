@@ -58,6 +58,9 @@ class Config:
     needs: frozenset[str] = field(default_factory=frozenset)  # "redis"
     #: Callgrind blocks are this many times longer: a cheap request needs more of them for a steady count.
     block_scale: int = 1
+    #: Another configuration this one is also timed against in the same process, block for block
+    #: (bench_worker.py --pair): what this one adds to it, free of the noise between processes.
+    paired_with: str | None = None
 
 
 def write_yaml(folder: Path, sim_url: str) -> None:
@@ -166,12 +169,18 @@ async def ours_uncached_twin(setup: Setup, stack: AsyncExitStack) -> Client:
     return await _ours_cached(setup, stack, unique=True, route="fallback")
 
 
+#: The store of the cache-miss configurations: small enough that warm-up fills it, so every measured
+#: miss also evicts the least recently used answer, as a miss does in a cache that has been running.
+MISS_STORE_URL = "memory://?max_entries=100"
+
+
 async def _ours_cached(setup: Setup, stack: AsyncExitStack, *, unique: bool, route: str = "cached") -> Client:
     from router import RouterSettings, create_default_router
 
     _litellm()
     settings = RouterSettings(config_dir=setup.folder / "config", policy_dir=setup.folder / "policies",
-                              reload_interval_s=0, tenants_file="no-tenants.yaml", seed=1)
+                              reload_interval_s=0, tenants_file="no-tenants.yaml", seed=1,
+                              cache_store_url=MISS_STORE_URL if unique else "memory://")
     router = await create_default_router(settings)
     stack.push_async_callback(router.aclose)
     counter = iter(range(1 << 62))
@@ -241,16 +250,19 @@ CONFIGS: dict[str, Config] = {c.name: c for c in (
     Config("ours + tracing", "ours", ours_tracing,
            "plus an SDK `TracerProvider` (batch processor, discarding exporter) and `MeterProvider`"),
     Config("ours + cache hit", "ours", ours_cache_hit,
-           "the `cached` route (`cache: {mode: read_write}`, memory store), the same temperature-0 request"),
+           "the `cached` route (`cache: {mode: read_write}`, memory store), the same temperature-0 request",
+           block_scale=10),
     Config("ours + cache miss", "ours", ours_cache_miss,
-           "the `cached` route, a new temperature-0 request each time: lookup, provider call, store"),
+           "the `cached` route, a new temperature-0 request each time: lookup, provider call, store, and the "
+           "eviction of the oldest answer (a 100-entry memory store, full after warm-up)"),
     Config("ours (the miss's calls without cache)", "ours", ours_uncached_twin,
            "the cache-miss configuration's calls on a route without a cache: what a miss is compared with"),
     Config("ours (LiteLLM stubbed)", "ours-only", ours_stubbed,
            "ours with `litellm.acompletion` returning a canned response: the router's own work only",
            block_scale=10),
     Config("ours + cache miss (LiteLLM stubbed)", "ours-only", ours_cache_miss_stubbed,
-           "the cache miss, with `litellm.acompletion` stubbed as above", block_scale=10),
+           "the cache miss, with `litellm.acompletion` stubbed as above", block_scale=10,
+           paired_with="ours (the miss's calls without cache; LiteLLM stubbed)"),
     Config("ours (the miss's calls without cache; LiteLLM stubbed)", "ours-only", ours_uncached_twin_stubbed,
            "its calls on the route without a cache, stubbed: a miss's own cost is the difference",
            block_scale=10),

@@ -17,6 +17,11 @@ another's imports, caches or heap.
 2. **CPU time and throughput** (secondary): native workers, all started
    and warmed up, are timed in interleaved rounds at concurrency 1 and 50,
    so background load hits them alike; min, median and max of the rounds.
+3. **Paired CPU time** (for a configuration with `paired_with`, the cache
+   miss): one worker builds it and its partner, and times them block for
+   block in alternating order; the median of the per-round differences is
+   what it adds, steady to a microsecond or two where separate processes'
+   medians move by tens.
 
 The tables go to the "overhead" section of RESULTS.md (README's
 Performance section is regenerated from it) and are printed.
@@ -183,6 +188,39 @@ def time_all(configs: list[Config], sim_url: str, folder: Path, redis_url: str, 
     return results
 
 
+@dataclass
+class Paired:
+    """CPU µs per request of a configuration and its partner, per round, timed in one process."""
+
+    partner: str
+    a_us: list[float]
+    b_us: list[float]
+
+    @property
+    def added(self) -> list[float]:
+        return [a - b for a, b in zip(self.a_us, self.b_us, strict=True)]
+
+
+def time_pairs(configs: list[Config], sim_url: str, folder: Path, redis_url: str, args: argparse.Namespace
+               ) -> dict[str, Paired]:
+    """Each configuration that names a partner, timed against it block for block in one worker."""
+    out: dict[str, Paired] = {}
+    for c in configs:
+        if c.paired_with is None:
+            continue
+        t0 = time.perf_counter()
+        command = [*worker_args(c, sim_url, folder, redis_url, args.warmup), "--pair", c.paired_with,
+                   "--pair-rounds", str(args.pair_rounds), "--pair-block", str(args.pair_block)]
+        done = subprocess.run(command, cwd=ROOT, env=WORKER_ENV, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            raise RuntimeError(f"{c.name}: paired worker failed:\n{done.stderr[-2000:]}")
+        pair = json.loads(done.stdout.splitlines()[-1])["pair"]
+        out[c.name] = Paired(c.paired_with, pair["a_us"], pair["b_us"])
+        print(f"  {c.name}: adds {statistics.median(out[c.name].added):.1f} µs "
+              f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    return out
+
+
 def published_counts() -> dict[str, float]:
     """Instructions per request as RESULTS.md holds them now (to show how far this run is from them)."""
     text = RESULTS.read_text() if RESULTS.exists() else ""
@@ -211,7 +249,8 @@ def ratio(value: float, reference: float | None) -> str:
 
 
 def report(configs: list[Config], counted: dict[str, Counted], timed: dict[tuple[str, int], Timed],
-           args: argparse.Namespace, last: dict[str, float], about: list[str], seconds: float) -> str:
+           paired: dict[str, Paired], args: argparse.Namespace, last: dict[str, float], about: list[str],
+           seconds: float) -> str:
     bare = next((c.name for c in configs if c.group == "bare"), None)
     theirs = next((c.name for c in configs if c.group == "litellm.Router"), None)
     parts = ["## Overhead per request", "\n".join(about),
@@ -254,6 +293,20 @@ def report(configs: list[Config], counted: dict[str, Counted], timed: dict[tuple
                   "CPU time is the worker's (every thread, LiteLLM's logging tasks included), not the simulator's. "
                   "The ratios compare medians. On a shared machine the wall-clock figures move with the load; "
                   "the instruction counts do not."]
+    if paired:
+        rows = []
+        for name, p in paired.items():
+            added, partner = statistics.median(p.added), statistics.median(p.b_us)
+            q1, _, q3 = statistics.quantiles(p.added, n=4)
+            rows.append([name, p.partner, f"{partner:,.1f}", f"{added:,.1f} ({q1:,.1f} to {q3:,.1f})",
+                         ratio(added, partner)])
+        parts += [f"### What a configuration adds to its partner, timed in one process ({args.pair_rounds} rounds of "
+                  f"{args.pair_block} requests each at concurrency 1, in alternating order; median and quartiles "
+                  "of the per-round differences)",
+                  table(["configuration", "partner", "partner's CPU µs / request", "adds CPU µs / request",
+                         "added / partner"], rows, right=(2, 3, 4)),
+                  "The last column does not depend on how fast the machine is that day: it is what the "
+                  "configuration adds as a share of its partner's own CPU time, both measured side by side."]
     return "\n\n".join(parts)
 
 
@@ -281,13 +334,17 @@ def main() -> None:
                         "(default 300; 100 quick)")
     parser.add_argument("--jobs", type=int, default=2, help="callgrind workers at a time (default 2)")
     parser.add_argument("--no-callgrind", action="store_true", help="skip the instruction counts")
-    parser.add_argument("--no-timing", action="store_true", help="skip the wall-clock rounds")
+    parser.add_argument("--no-timing", action="store_true", help="skip the wall-clock rounds and the paired timing")
+    parser.add_argument("--pair-rounds", type=int, help="paired timing rounds (default 41; 9 quick)")
+    parser.add_argument("--pair-block", type=int, help="requests per paired block (default 300; 100 quick)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
     args.block = args.block or (8 if args.quick else 30)
     args.warmup = args.warmup or (20 if args.quick else 60)
     args.rounds = args.rounds or (2 if args.quick else 9)
     args.requests = args.requests or (100 if args.quick else 300)
+    args.pair_rounds = args.pair_rounds or (9 if args.quick else 41)
+    args.pair_block = args.pair_block or (100 if args.quick else 300)
     if args.configs:
         unknown = [n for n in args.configs.split(",") if n not in CONFIGS]
         if unknown:
@@ -320,9 +377,13 @@ def main() -> None:
             if not args.no_timing:
                 print(f"\nwall clock: {len(configs)} workers, {args.rounds} interleaved rounds", flush=True)
                 timed = time_all(configs, sim.url, folder, redis_url, args)
+            paired: dict[str, Paired] = {}
+            if not args.no_timing and any(c.paired_with for c in configs):
+                print(f"\npaired: {args.pair_rounds} rounds of {args.pair_block} requests", flush=True)
+                paired = time_pairs(configs, sim.url, folder, redis_url, args)
         finally:
             sim.stop()
-    text = report(configs, counted, timed, args, published_counts(), about, time.perf_counter() - started)
+    text = report(configs, counted, timed, paired, args, published_counts(), about, time.perf_counter() - started)
     print("\n" + text)
     if counted:
         bad = [n for n, k in counted.items() if k.disagreement > BLOCK_AGREEMENT]

@@ -9,6 +9,13 @@
         callgrind client requests (instrumentation on and counters zeroed before,
         counters dumped and instrumentation off after), prints {"blocks": [...]} and exits.
 
+    python tests/benchmarks/bench_worker.py --config A --pair B --pair-rounds 41 --pair-block 300 ...
+        builds both configurations in this one process, warms both up, then times rounds of
+        one block of A and one of B at concurrency 1, in alternating order; prints
+        {"pair": {"a_us": [...], "b_us": [...]}} (CPU µs per request, per round) and exits.
+        Paired blocks share the machine's state of the moment, so A - B is steady where
+        two processes' timings are not.
+
 `time.process_time()` covers every thread of this process (the span export
 thread included) and nothing of the simulator, which runs elsewhere.
 """
@@ -109,9 +116,13 @@ async def serve(args: argparse.Namespace) -> None:
     setup = Setup(sim_url=args.sim, folder=Path(args.folder), redis_url=args.redis)
     async with AsyncExitStack() as stack:
         client = await CONFIGS[args.config].build(setup, stack)
+        other = await CONFIGS[args.pair].build(setup, stack) if args.pair else None
         background = Background()
         if args.callgrind_block:
             await count_instructions(client, args, background)
+            return
+        if other is not None:
+            await time_pair(client, other, args, background)
             return
         await warm_up(client, args.warmup, background)
         reply({"ready": args.config})
@@ -137,6 +148,20 @@ async def count_instructions(client: Client, args: argparse.Namespace, backgroun
     reply({"blocks": blocks})
 
 
+async def time_pair(a: Client, b: Client, args: argparse.Namespace, background: Background) -> None:
+    for client in (a, b):
+        await measure(client, args.warmup, 1, background)
+    gc.collect()
+    gc.freeze()
+    a_us: list[float] = []
+    b_us: list[float] = []
+    for r in range(args.pair_rounds):
+        for client in ((a, b) if r % 2 == 0 else (b, a)):
+            result = await measure(client, args.pair_block, 1, background)
+            (a_us if client is a else b_us).append(result["cpu_s"] / args.pair_block * 1e6)
+    reply({"pair": {"a_us": a_us, "b_us": b_us}})
+
+
 def reply(message: Mapping[str, object]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
@@ -151,6 +176,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=60, help="requests at concurrency 1, then 50, before measuring")
     parser.add_argument("--callgrind-block", type=int, default=0, help="count instructions of two blocks this long")
     parser.add_argument("--callgrind-concurrency", type=int, default=1)
+    parser.add_argument("--pair", choices=sorted(CONFIGS), help="time against this configuration, in this process")
+    parser.add_argument("--pair-rounds", type=int, default=41)
+    parser.add_argument("--pair-block", type=int, default=300)
     args = parser.parse_args()
     os.environ[KEY_ENV] = KEY
     asyncio.run(serve(args))
