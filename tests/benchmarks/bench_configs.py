@@ -5,7 +5,7 @@ and turns into a `Client`: `call()` makes one request, `flush()` finishes
 whatever the request left to background work (span export), so a measured
 block pays for all of its own work and none of the previous block's.
 
-To add a configuration (a cache hit and a cache miss, say), write a builder
+To add a configuration (a Redis cache hit, say), write a builder
 `async def build(setup: Setup, stack: AsyncExitStack) -> Client` and add a
 `Config` row to `CONFIGS`; `default=False` keeps it out of a run unless
 named with `--configs`.
