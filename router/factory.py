@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from opentelemetry.metrics import MeterProvider
@@ -42,6 +43,7 @@ from router.templates import TemplateSource
 from router.tracing import Telemetry
 
 log = logging.getLogger("router.health")
+T = TypeVar("T")
 
 StateListener = Callable[[str, CircuitState, CircuitState, str], None]
 
@@ -122,6 +124,10 @@ async def create_default_router(
     """
     settings = settings or RouterSettings()
     files = files or config_files(settings)
+    # Stores first: a bad URL fails here, naming its setting, before anything starts.
+    quota_store = _from_setting("quota_store_url", lambda: store_from_url(settings.quota_store_url))
+    cache_store = _from_setting("cache_store_url", lambda: cache_store_from_url(settings.cache_store_url))
+    history_store = _from_setting("history_store_url", lambda: history_store_from_url(settings.history_store_url))
     await backend.warm_up()
     closers: list[Callable[[], Awaitable[None]]] = []
     if tracer_provider is None and meter_provider is None:
@@ -152,8 +158,8 @@ async def create_default_router(
     if not await health.sync():
         log.warning("health store %s unreachable at start; circuits are local until it answers",
                     scrub(settings.health_store_url))
-    quota = QuotaManager(store_from_url(settings.quota_store_url), clock=time.time)
-    cache = ResponseCache(cache_store_from_url(settings.cache_store_url),
+    quota = QuotaManager(quota_store, clock=time.time)
+    cache = ResponseCache(cache_store,
                           observer=telemetry.cache_event if telemetry.metered else None)
     templates = await load_prompts(settings)
     quality = tracker_from_url(settings.quality_store_url, clock=clock)
@@ -167,7 +173,7 @@ async def create_default_router(
     lag.start()
     closers.append(lag.aclose)
     router = Router(source, settings=settings, health=health, quota=quota, telemetry=telemetry, cache=cache,
-                    history=history_store_from_url(settings.history_store_url), templates=templates,
+                    history=history_store, templates=templates,
                     quality=quality, decision_log=decision_log, lag=lag,
                     clock=clock, rng=rng, sleep=sleep, on_close=closers)
     source.start_watching(settings.reload_interval_s)
@@ -196,6 +202,15 @@ async def send_probe(d: Deployment, probe: Probe) -> None:
                                                {"max_tokens": probe.max_tokens}, timeout_s=d.timeout_s)
     except TimeoutError:
         raise ProviderTimeout(f"probe: no answer within {d.timeout_s:g}s", deployment=d.name) from None
+
+
+def _from_setting(setting: str, make: Callable[[], T]) -> T:
+    """`make()` (a store from a URL setting); its ValueError, a URL it cannot use, as a
+    `ConfigError` naming the setting and its environment variable, credentials scrubbed."""
+    try:
+        return make()
+    except ValueError as exc:
+        raise ConfigError([ConfigIssue("settings", f"{setting} (ROUTER_{setting.upper()})", scrub(str(exc)))]) from None
 
 
 def build_health(

@@ -17,6 +17,7 @@ its absence raises `ImportError` with the install hint.
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -37,9 +38,11 @@ def client_from_url(url: str, *, timeout_s: float, retries: int, max_connections
     failed command is retried `retries` times at once (no backoff). With
     `max_connections`, the client draws on a blocking pool of that size that
     waits up to `timeout_s` for a free connection instead of failing; without,
-    redis-py's default pool. Query options redis-py does not know must be
-    removed from `url` first. Raises `ImportError` (see `redis_missing`) when
-    redis is not installed.
+    redis-py's default pool. Query options of our own (`prefix`) must be
+    removed from `url` first (`pop_query_option`). Raises ValueError naming
+    any other option a redis connection does not take (redis-py would accept
+    the URL and fail every command with a TypeError), and `ImportError` (see
+    `redis_missing`) when redis is not installed.
     """
     try:
         from redis.asyncio import BlockingConnectionPool, Redis
@@ -49,7 +52,9 @@ def client_from_url(url: str, *, timeout_s: float, retries: int, max_connections
         raise redis_missing(needed_by) from exc
     retry = Retry(NoBackoff(), retries)
     if max_connections is None:
-        return Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=retry)
+        client = Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry=retry)
+        _check_options(client.connection_pool, url)
+        return client
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
@@ -58,7 +63,26 @@ def client_from_url(url: str, *, timeout_s: float, retries: int, max_connections
         socket_connect_timeout=timeout_s,
         retry=retry,
     )
+    _check_options(pool, url)
     return Redis.from_pool(pool)
+
+
+def _check_options(pool: Any, url: str) -> None:
+    """Raise ValueError for an option of `url` that the pool's connections do not take.
+
+    redis-py hands every query option it does not parse itself to the connection's
+    constructor, which refuses the unknown ones only when the first command connects.
+    """
+    taken: set[str] = set()
+    for cls in pool.connection_class.__mro__:
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            taken.update(name for name, p in inspect.signature(init).parameters.items()
+                         if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+    unknown = sorted(set(pool.connection_kwargs) - taken)
+    if unknown:
+        raise ValueError(f"Redis URL {store_name(url)}: unknown option{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(unknown)}")
 
 
 def pop_query_option(url: str, name: str, default: str) -> tuple[str, str]:

@@ -46,3 +46,20 @@ def test_store_name_shows_no_password_and_no_query() -> None:
 def test_the_install_hint_names_who_needs_redis() -> None:
     assert str(redis_missing("the Redis cache store")) == (
         "the Redis cache store needs the redis package: pip install llm-policy-router[redis]")
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6390/0?nope=1", "redis://:pw@127.0.0.1:6390/0?prefx=a:"])
+@pytest.mark.parametrize("max_connections", [None, 5])
+def test_an_option_no_connection_takes_is_refused_at_once(url: str, max_connections: int | None) -> None:
+    """redis-py would accept it and raise TypeError from every command; no password in the message."""
+    with pytest.raises(ValueError, match="unknown option") as refused:
+        client_from_url(url, timeout_s=0.5, retries=0, max_connections=max_connections, needed_by="a test")
+    assert "pw@" not in str(refused.value)
+
+
+async def test_options_a_connection_takes_are_kept() -> None:
+    client = client_from_url("redis://127.0.0.1:6390/0?health_check_interval=5&client_name=app", timeout_s=0.5,
+                             retries=0, needed_by="a test")
+    kwargs = client.connection_pool.connection_kwargs
+    assert kwargs["health_check_interval"] == 5 and kwargs["client_name"] == "app"
+    await client.aclose()

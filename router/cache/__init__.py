@@ -37,6 +37,7 @@ from router.cache.keys import (
 )
 from router.cache.memory import MemoryCacheStore
 from router.cache.metrics import CacheCounters, CacheEvent, CacheObserver, RouteCounters
+from router.redact import scrub
 
 __all__ = [
     "MAX_TEXT_KEY",
@@ -87,4 +88,4 @@ def cache_store_from_url(url: str, *, clock: Callable[[], float] | None = None) 
         from router.cache.redis import RedisCacheStore  # lazy: redis is an optional extra
 
         return RedisCacheStore.from_url(url, clock=clock)
-    raise ValueError(f"unknown cache store URL {url!r}: use memory:// or redis://host:port/db")
+    raise ValueError(f"unknown cache store URL {scrub(url)!r}: use memory:// or redis://host:port/db")

@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 from router.history.base import DEFAULT_TTL_S, HistoryStore, HistoryStoreError
 from router.history.fit import fit_messages
 from router.history.memory import MemoryHistoryStore
+from router.redact import scrub
 
 __all__ = [
     "DEFAULT_TTL_S",
@@ -43,4 +44,4 @@ def history_store_from_url(url: str, *, ttl_s: float | None = None,
         from router.history.redis import RedisHistoryStore  # lazy: redis is an optional extra
 
         return RedisHistoryStore.from_url(url, ttl_s=ttl_s)
-    raise ValueError(f"unknown history store URL {url!r}: use memory:// or redis://host:port/db")
+    raise ValueError(f"unknown history store URL {scrub(url)!r}: use memory:// or redis://host:port/db")

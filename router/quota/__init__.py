@@ -30,6 +30,7 @@ from router.quota.config import (
 )
 from router.quota.manager import QuotaManager
 from router.quota.memory import MemoryStore
+from router.redact import scrub
 
 __all__ = [
     "FailurePolicy",
@@ -66,4 +67,4 @@ def store_from_url(url: str, *, clock: Callable[[], float] | None = None) -> Quo
         from router.quota.redis import RedisStore  # lazy: redis is an optional extra
 
         return RedisStore.from_url(url, clock=clock)
-    raise ValueError(f"unknown quota store URL {url!r}: use memory:// or redis://host:port/db")
+    raise ValueError(f"unknown quota store URL {scrub(url)!r}: use memory:// or redis://host:port/db")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from router import InvalidRequest, Router
+from router import ConfigError, InvalidRequest, Router
 from router.backend import ChatResult, EmbedResult, StreamPiece
 from router.models import StreamChunk
 from router.quality import FeedbackNotFound
@@ -227,6 +227,22 @@ async def test_a_bad_cache_mode_is_refused_without_holding_quota(
     assert await router.quota.flush(timeout_s=10) == 0
     usage = await router.usage("acme")
     assert usage.in_flight == 0 and usage.day.usd == 0 and usage.day.tokens == 0
+
+
+@pytest.mark.parametrize(("setting", "url"), [
+    ("cache_store_url", "redis://:hunter2pass@127.0.0.1:6379/0?prefx=app:"),  # a misspelt option
+    ("quota_store_url", "redis://:hunter2pass@127.0.0.1:6379/0?nope=1"),
+    ("history_store_url", "redsi://:hunter2pass@127.0.0.1:6379/0"),  # a misspelt scheme
+])
+async def test_a_store_url_it_cannot_use_is_a_config_error_naming_the_setting(
+    make_router: RouterFactory, setting: str, url: str
+) -> None:
+    """Refused when the router is built, not by a TypeError on the first request; no password shown."""
+    with pytest.raises(ConfigError) as refused:
+        await make_router(POLICY, **{setting: url})
+    assert refused.value.field == f"{setting} (ROUTER_{setting.upper()})"
+    assert "hunter2pass" not in str(refused.value) and refused.value.__cause__ is None
+    assert refused.value.__context__ is None or "hunter2pass" not in str(refused.value.__context__)
 
 
 async def test_a_stream_read_up_to_its_done_chunk_is_cached(make_router: RouterFactory, fresh_sim: SimServer) -> None:
