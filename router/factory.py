@@ -16,7 +16,6 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
@@ -128,6 +127,8 @@ async def create_default_router(
     quota_store = _from_setting("quota_store_url", lambda: store_from_url(settings.quota_store_url))
     cache_store = _from_setting("cache_store_url", lambda: cache_store_from_url(settings.cache_store_url))
     history_store = _from_setting("history_store_url", lambda: history_store_from_url(settings.history_store_url))
+    shared = _from_setting("health_store_url", lambda: shared_health(settings.health_store_url))
+    quality = _from_setting("quality_store_url", lambda: tracker_from_url(settings.quality_store_url, clock=clock))
     await backend.warm_up()
     closers: list[Callable[[], Awaitable[None]]] = []
     if tracer_provider is None and meter_provider is None:
@@ -153,7 +154,7 @@ async def create_default_router(
         if on_circuit_change is not None:
             on_circuit_change(deployment, old, new, reason)
 
-    health = build_health(settings, clock=clock, on_state_change=on_state_change)
+    health = HealthTracker(settings.breaker, clock=clock, shared=shared, on_state_change=on_state_change)
     # A new replica adopts the circuits others opened before its first call, not after it.
     if not await health.sync():
         log.warning("health store %s unreachable at start; circuits are local until it answers",
@@ -162,7 +163,6 @@ async def create_default_router(
     cache = ResponseCache(cache_store,
                           observer=telemetry.cache_event if telemetry.metered else None)
     templates = await load_prompts(settings)
-    quality = tracker_from_url(settings.quality_store_url, clock=clock)
     quality.start()
     telemetry.observe_quality(quality)  # router.quality / router.quality.samples, through the given meter provider
     decision_log = None
@@ -228,8 +228,4 @@ def shared_health(url: str) -> SharedHealth | None:
         return None
     from router.health_store import RedisSharedHealth
 
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    prefix = query.pop("prefix", ["llmr:health:"])[0]
-    rest = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
-    return RedisSharedHealth(rest, prefix=prefix)
+    return RedisSharedHealth(url)  # it reads `?prefix=` itself

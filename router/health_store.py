@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from router.redis_client import client_from_url, read_hash_at_server_time
+from router.redis_client import client_from_url, pop_query_option, read_hash_at_server_time
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -127,13 +127,15 @@ class RedisSharedHealth:
         timeout_s: float = 1.0,
     ) -> None:
         self.refresh_interval_s = refresh_interval_s
-        self._key = f"{prefix}open"
         self._owns_client = isinstance(url_or_client, str)
         if isinstance(url_or_client, str):
+            # A URL's own `?prefix=` wins over the argument; redis-py would refuse it.
+            url_or_client, prefix = pop_query_option(url_or_client, "prefix", prefix)
             self._client: Redis = client_from_url(url_or_client, timeout_s=timeout_s, retries=0,
                                                   needed_by="shared health")
         else:
             self._client = url_or_client
+        self._key = f"{prefix}open"
         self._publish = self._client.register_script(_PUBLISH_OPEN)
 
     async def publish_open(self, deployment: str, remaining_s: float, cooldown_s: float) -> None:

@@ -145,3 +145,14 @@ async def test_redis_down_falls_back_to_local_state(caplog: pytest.LogCaptureFix
     assert len(records) == 1, [r.getMessage() for r in records]
     assert records[0].levelno == logging.WARNING
     assert "unreachable" in records[0].getMessage()
+
+
+async def test_a_url_names_its_own_prefix(redis_client: object, prefix: str) -> None:
+    """`?prefix=` in the URL is the store's key prefix, not an option handed to redis-py."""
+    store = RedisSharedHealth(f"{REDIS_URL}?prefix={prefix}", prefix="ignored:")
+    try:
+        await store.publish_open(D, 30.0, 30.0)
+        assert await redis_client.exists(f"{prefix}open") == 1  # type: ignore[attr-defined]
+        assert await redis_client.exists("ignored:open") == 0  # type: ignore[attr-defined]
+    finally:
+        await store.aclose()

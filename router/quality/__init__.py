@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from router.quality.base import (
     Decay,
@@ -66,11 +65,7 @@ def tracker_from_url(url: str, *, clock: Callable[[], float] = time.monotonic, d
     elif scheme in ("redis", "rediss", "unix"):
         from router.quality.redis import RedisQualityStore  # lazy: redis is an optional extra
 
-        parts = urlsplit(url)
-        query = parse_qs(parts.query)
-        prefix = query.pop("prefix", ["llmr:quality:"])[0]
-        rest = urlunsplit(parts._replace(query=urlencode(query, doseq=True)))
-        store = RedisQualityStore(rest, prefix=prefix, max_keys=max_keys)
+        store = RedisQualityStore(url, max_keys=max_keys)  # it reads `?prefix=` itself
     else:
         raise ValueError(f"unknown quality store URL {url!r}: use memory:// or redis://host:port/db")
     return QualityTracker(store, clock=clock, decay=decay, feedback_ttl_s=feedback_ttl_s,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from router.quality.base import Decay, Evidence, FeedbackNotFound, FeedbackTarget, QualityKey, QualityStore
 from router.redact import url_for_display
-from router.redis_client import client_from_url, read_hash_at_server_time
+from router.redis_client import client_from_url, pop_query_option, read_hash_at_server_time
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -96,6 +96,8 @@ class RedisQualityStore(QualityStore):
         self._owns_client = isinstance(url_or_client, str)
         if isinstance(url_or_client, str):
             self.name = url_for_display(url_or_client)  # never the password in the URL
+            # A URL's own `?prefix=` wins over the argument; redis-py would refuse it.
+            url_or_client, prefix = pop_query_option(url_or_client, "prefix", prefix)
             self._client: Redis = client_from_url(url_or_client, timeout_s=timeout_s, retries=0,
                                                   needed_by="the Redis quality store")
         else:

@@ -233,6 +233,8 @@ async def test_a_bad_cache_mode_is_refused_without_holding_quota(
     ("cache_store_url", "redis://:hunter2pass@127.0.0.1:6379/0?prefx=app:"),  # a misspelt option
     ("quota_store_url", "redis://:hunter2pass@127.0.0.1:6379/0?nope=1"),
     ("history_store_url", "redsi://:hunter2pass@127.0.0.1:6379/0"),  # a misspelt scheme
+    ("quality_store_url", "redis://:hunter2pass@127.0.0.1:6379/0?prefix=q:&prefx=q:"),
+    ("health_store_url", "redis://:hunter2pass@127.0.0.1:6379/0?prefix=h:&retries=3"),
 ])
 async def test_a_store_url_it_cannot_use_is_a_config_error_naming_the_setting(
     make_router: RouterFactory, setting: str, url: str
