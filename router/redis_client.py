@@ -31,14 +31,14 @@ def redis_missing(needed_by: str) -> ImportError:
 
 
 def client_from_url(url: str, *, timeout_s: float, retries: int, max_connections: int | None = None,
-                    needed_by: str) -> Redis:
+                    pool_timeout_s: float | None = None, needed_by: str) -> Redis:
     """A lazily connecting `redis.asyncio.Redis` for `url` (`redis://[:password@]host:port/db?...`).
 
     Every command's socket and connect timeouts are `timeout_s` seconds; a
     failed command is retried `retries` times at once (no backoff). With
     `max_connections`, the client draws on a blocking pool of that size that
-    waits up to `timeout_s` for a free connection instead of failing; without,
-    redis-py's default pool. Query options of our own (`prefix`) must be
+    waits up to `pool_timeout_s` (default `timeout_s`) for a free connection
+    instead of failing; without, redis-py's default pool. Query options of our own (`prefix`) must be
     removed from `url` first (`pop_query_option`). Raises ValueError naming
     any other option a redis connection does not take (redis-py would accept
     the URL and fail every command with a TypeError), and `ImportError` (see
@@ -58,7 +58,7 @@ def client_from_url(url: str, *, timeout_s: float, retries: int, max_connections
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
-        timeout=timeout_s,
+        timeout=timeout_s if pool_timeout_s is None else pool_timeout_s,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=retry,

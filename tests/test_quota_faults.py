@@ -154,6 +154,27 @@ class TestRedisPause:
         await quota.aclose()
 
 
+    async def test_a_reserve_queues_for_a_busy_pool_longer_than_a_command_may_take(self, prefix: str) -> None:
+        """Waiting for a free connection is our own queue, not Redis failing: it does not fail closed."""
+        store = RedisStore.from_url(f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}prefix={prefix}",
+                                    timeout_s=0.2, max_connections=1, pool_timeout_s=5.0)
+        quota = QuotaManager(store)
+        t = tenants({"max_concurrent": 10, "usd_per_day": 1})
+        pool = store._client.connection_pool
+        held = await pool.get_connection()  # type: ignore[no-untyped-call]  # the only connection, busy for longer than timeout_s
+        try:
+            waiting = asyncio.create_task(reserve(quota, t, est_cost_usd=0.1))
+            await asyncio.sleep(0.5)
+            assert not waiting.done()
+        finally:
+            await pool.release(held)
+        res = await asyncio.wait_for(waiting, 5.0)
+        assert not res.degraded
+        assert (await quota.usage("acme")).in_flight == 1
+        await quota.refund(res)
+        await quota.aclose()
+
+
 class CountingDown(QuotaStore):
     """A store that is down, counting how often it was asked."""
 

@@ -97,18 +97,26 @@ class RedisStore(QuotaStore):
         clock: Callable[[], float] | None = None,
         timeout_s: float = 1.0,
         max_connections: int = 50,
+        pool_timeout_s: float = 10.0,
     ) -> RedisStore:
         """Connect lazily to `redis://[:password@]host:port/db?prefix=llmr:`.
 
         Socket timeouts default to `timeout_s`, and a failed command is retried
         once, at once: a quota check must not stall a request for seconds while
         Redis is down (redis-py's default backs off ten times). The pool blocks
-        (up to `timeout_s`) rather than failing when all `max_connections` are
-        busy, so a burst of requests queues instead of erroring.
+        (up to `pool_timeout_s`) rather than failing when all `max_connections`
+        are busy, so a burst of requests queues instead of erroring. That wait
+        is longer than `timeout_s` because it is our own queue, not Redis
+        failing to answer: in a burst on a busy process, a connection comes back
+        only when the event loop gets round to reading its reply, and a quota
+        check that gave up then would fail the request closed although Redis
+        is fine. A Redis that does not answer still fails each command within
+        `timeout_s`, which frees its connection for the next waiter.
         """
         redis_url, prefix = pop_query_option(url, "prefix", "llmr:")
         client = client_from_url(redis_url, timeout_s=timeout_s, retries=1,
-                                 max_connections=max_connections, needed_by="the Redis quota store")
+                                 max_connections=max_connections, pool_timeout_s=pool_timeout_s,
+                                 needed_by="the Redis quota store")
         return cls(client, prefix=prefix, name=store_name(url), clock=clock)
 
     def _now(self) -> str:
