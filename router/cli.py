@@ -217,7 +217,7 @@ def _validate(args: argparse.Namespace, out: Output) -> int:
         tenants = f", {len(snap.tenants.tenants)} tenants" if snap.tenants else ""
         out.line(f"OK  {name}: {len(snap.routes)} routes, {len(snap.deployments)} deployments, "
                  f"{len(snap.rules)} rules{tenants}; default route {snap.default_route!r}", style="green")
-        out.line(f"    {', '.join(str(p) for p in files.all())}")
+        out.line(f"    {', '.join(str(p) for p in files.all() if p.exists())}")  # tenants.yaml is optional
     issues.extend(_prompt_issues(settings, out))
     unique = list(dict.fromkeys(_with_line(i) for i in issues))
     for issue in unique:

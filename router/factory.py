@@ -41,7 +41,8 @@ from router.settings import LegacySettings, RouterSettings
 from router.templates import TemplateSource
 from router.tracing import Telemetry
 
-log = logging.getLogger("router.health")
+log = logging.getLogger("router.health")  # circuits and the health store
+mode_log = logging.getLogger(__name__)  # which configuration the router runs on
 T = TypeVar("T")
 
 StateListener = Callable[[str, CircuitState, CircuitState, str], None]
@@ -96,9 +97,9 @@ def legacy_snapshot(env: LegacySettings) -> Snapshot:
 def initial_source(files: ConfigFiles, settings: RouterSettings) -> PolicySource:
     """The YAML files when there are any, else the zero-YAML mode from the original variables."""
     if files.deployments.exists() or any(files.current_policies()):
-        log.info("router mode: YAML files (%s, %s)", files.deployments, files.policy_dir)
+        mode_log.info("router mode: YAML files (%s, %s)", files.deployments, files.policy_dir)
         return PolicySource.from_files(files, default_route=settings.default_route)
-    log.info("router mode: environment only (no %s and no policies in %s): OPENAI_*/ANTHROPIC_* variables",
+    mode_log.info("router mode: environment only (no %s and no policies in %s): OPENAI_*/ANTHROPIC_* variables",
              files.deployments, files.policy_dir)
     return PolicySource(legacy_snapshot(LegacySettings()))
 
