@@ -170,7 +170,7 @@ class Pipeline:
         ex.trace.cache(hit=hit)
         if not hit:
             return lookup.value
-        ex.served_from_cache()
+        ex.served_from_cache(lookup.value.usage, lookup.value.deployment)
         # A fresh id: feedback on one caller's copy must not use up another's.
         return lookup.value.model_copy(update={
             "id": new_response_id(), "cached": True, "cost_usd": 0.0, "attempts": (),
@@ -236,7 +236,7 @@ class Pipeline:
         stored = await self.cache.peek(key, decode=rc.decode_stream, route=plan.route) if plan.read else None
         ex.trace.cache(hit=stored is not None)
         if stored is not None:
-            ex.served_from_cache()
+            ex.served_from_cache(stored[-1].usage, stored[-1].deployment)
             for chunk in stored[:-1]:
                 yield chunk.model_copy(update={"cached": True})
             yield stored[-1].model_copy(update={
@@ -274,7 +274,11 @@ class Pipeline:
         sent: list[EmbeddingResponse] = []
 
         async def compute_missing(indices: Sequence[int]) -> list[list[float]]:
-            response = await self._embed_once(ex, [inputs[i] for i in indices])
+            found = ex.hits_count_toward_budgets and len(indices) < len(inputs)
+            # the texts found in the cache, counted too for a tenant whose budgets count hits
+            also = count_tokens([{"role": "user", "content": inputs[i]}
+                                 for i in sorted(set(range(len(inputs))) - set(indices))]) if found else 0
+            response = await self._embed_once(ex, [inputs[i] for i in indices], also_tokens=also)
             sent.append(response)
             return response.embeddings
 
@@ -289,13 +293,15 @@ class Pipeline:
         ex.trace.cache(hit=not sent)
         if sent:
             return sent[0].model_copy(update={"embeddings": vectors})
-        ex.served_from_cache()
         first = ex.decision.plan.order[0]
+        ex.served_from_cache(Usage(input_tokens=ex.decision.ctx.prompt_tokens, estimated=True), first.name)
         return EmbeddingResponse(embeddings=vectors, deployment=first.name, model=first.model,
                                  provider=first.provider, route=ex.decision.route.name, cached=True,
                                  latency_ms=(self.clock() - started) * 1000)
 
-    async def _embed_once(self, ex: _Exchange, inputs: Sequence[str]) -> EmbeddingResponse:
+    async def _embed_once(self, ex: _Exchange, inputs: Sequence[str], *, also_tokens: int = 0) -> EmbeddingResponse:
+        """Embed `inputs` through the attempt loop; the settle also counts `also_tokens` (texts of
+        the same request found in the cache, for a tenant whose budgets count hits) at the same price."""
         ctx = ex.decision.ctx
         tokens = ctx.prompt_tokens if len(inputs) == ex.inputs else count_tokens(
             [{"role": "user", "content": t} for t in inputs])
@@ -314,7 +320,12 @@ class Pipeline:
 
         ok = await ex.run(call)
         vectors, model, usage, cost = ok.value
-        ex.settle(ok.deployment, usage, cost)
+        if also_tokens:
+            found = Usage(input_tokens=also_tokens, estimated=True)
+            ex.settle(ok.deployment, usage.model_copy(update={"input_tokens": usage.input_tokens + also_tokens}),
+                      cost + ex.snapshot.prices.usage_cost(ok.deployment, found))
+        else:
+            ex.settle(ok.deployment, usage, cost)
         ex.succeed(ok.deployment, ok.attempts, usage, cost)
         return EmbeddingResponse(
             embeddings=vectors, deployment=ok.deployment.name, model=model, provider=ok.deployment.provider,
@@ -457,12 +468,24 @@ class _Exchange:
         self.refund()
         self.fail(exc)
 
-    def served_from_cache(self) -> None:
-        """A hit counts against request rates, not against token or dollar budgets."""
-        p = self.pipeline
-        if self.reservation is not None and p.quota is not None and not self.settled:
+    @property
+    def hits_count_toward_budgets(self) -> bool:
+        """Whether the tenant's token and dollar limits count answers served from the cache
+        (`budgets_count_cache_hits` in tenants.yaml; off by default)."""
+        return self.reservation is not None and self.reservation.limits.budgets_count_cache_hits
+
+    def served_from_cache(self, usage: Usage | None, deployment: str) -> None:
+        """A hit counts against request rates, and against token and dollar budgets only when the
+        tenant says so (`hits_count_toward_budgets`): then `usage`, the replayed answer's, priced at
+        `deployment`, the one that made it (the route's first candidate if it is gone)."""
+        p, res = self.pipeline, self.reservation
+        if res is not None and p.quota is not None and not self.settled:
             self.settled = True
-            p.quota.settle_soon(self.reservation, tokens=0, cost_usd=0.0)
+            tokens, cost = 0, 0.0
+            if usage is not None and res.limits.budgets_count_cache_hits:
+                d = self.snapshot.deployments.get(deployment) or self.decision.plan.order[0]
+                tokens, cost = usage.total_tokens, self.snapshot.prices.usage_cost(d, usage)
+            p.quota.settle_soon(res, tokens=tokens, cost_usd=cost)
         self.trace.end(deployment="", attempts=0, fallback_used=False)
         p.log(self.decision.ctx, self.decision, self.arrived, cached=True,
               latency_ms=(time.time() - self.arrived) * 1000)

@@ -36,6 +36,14 @@ Example::
         deployments: {gpt-4o: {requests_per_minute: 100}}
     failure_mode: {rates: open, money: closed}
 
+An answer served from the response cache counts against request limits but
+not token or dollar limits (no provider was paid), unless the tenant says
+`budgets_count_cache_hits: true`: then it also counts the tokens of the answer
+it replays, priced at the deployment that made it (the response still says
+`cost_usd: 0`, what the call cost). An embedding batch counts the tokens of
+the texts it found in the cache too, priced at the deployment that embedded
+the rest (or the route's first, when every text was found).
+
 A tenant may also bring its own provider keys and deployments (both only
 for requests whose tenant is exactly that name; an unknown tenant given the
 `default` tenant's limits does not get its keys):
@@ -163,6 +171,10 @@ class TenantLimits(Limits):
     #: Shared deployment name or provider -> the environment variable holding this tenant's key.
     keys: dict[KeyTarget, EnvVarName] = Field(default_factory=dict)
     own_deployments: tuple[TenantDeployment, ...] = ()
+    #: False (default): an answer served from the response cache counts 1 request and no tokens or
+    #: USD. True: it also counts the tokens of the answer it replays and their list price at the
+    #: deployment that made it, toward token and dollar limits (for a tenant resold by the token).
+    budgets_count_cache_hits: bool = False
 
     @model_validator(mode="after")
     def _own_unique(self) -> TenantLimits:

@@ -21,6 +21,7 @@ from router.models import StreamChunk
 from router.quality import FeedbackNotFound
 from router.schema import Deployment
 from router.sim import SimServer
+from router.tokens import count_tokens
 from tests.conftest import RouterFactory
 from tests.test_cache_support import delete_prefix, needs_redis, new_prefix, redis_url
 
@@ -51,6 +52,7 @@ TENANTS = """\
 unknown_tenants: reject
 tenants:
   acme: {requests_per_minute: 1000, tokens_per_day: 1000000, usd_per_day: 100}
+  reseller: {requests_per_minute: 1000, tokens_per_day: 1000000, usd_per_day: 100, budgets_count_cache_hits: true}
 """
 
 
@@ -125,8 +127,8 @@ async def test_another_tenant_reaches_the_provider_unless_the_route_shares_its_c
     assert other.cached
 
 
-async def collect(router: Router, messages: list[dict[str, str]]) -> list[StreamChunk]:
-    return [chunk async for chunk in router.stream(messages, temperature=0)]
+async def collect(router: Router, messages: list[dict[str, str]], tenant: str | None = None) -> list[StreamChunk]:
+    return [chunk async for chunk in router.stream(messages, temperature=0, tenant=tenant)]
 
 
 async def test_a_stream_replays_from_cache_with_the_same_chunks(
@@ -214,6 +216,50 @@ async def test_a_hit_counts_against_request_rates_but_not_token_or_dollar_budget
     assert usage.day.tokens == first.usage.total_tokens
     assert usage.day.usd == pytest.approx(first.cost_usd, abs=1e-9)
     assert usage.in_flight == 0
+
+
+async def test_a_tenant_whose_budgets_count_hits_pays_the_replayed_answers_tokens_and_list_price(
+    make_router: RouterFactory, fresh_sim: SimServer
+) -> None:
+    router = await make_router(POLICY, tenants=TENANTS)
+    assert router.quota is not None
+    messages = prompt("Resold question")
+    first = await router.chat(messages, tenant="reseller", temperature=0)
+    second = await router.chat(messages, tenant="reseller", temperature=0)
+    assert second.cached and second.cost_usd == 0 and fast_hits(fresh_sim) == 1
+    story = prompt("Resold story")
+    live = await collect(router, story, tenant="reseller")
+    replayed = await collect(router, story, tenant="reseller")
+    assert replayed[-1].cached and fast_hits(fresh_sim) == 2
+    assert live[-1].usage is not None and live[-1].cost_usd
+    assert await router.quota.flush(timeout_s=10) == 0
+    usage = await router.usage("reseller")
+    assert usage.day.requests == 4 and usage.in_flight == 0
+    assert usage.day.tokens == 2 * first.usage.total_tokens + 2 * live[-1].usage.total_tokens
+    assert usage.day.usd == pytest.approx(2 * first.cost_usd + 2 * live[-1].cost_usd, rel=1e-6)
+
+
+async def test_a_tenant_whose_budgets_count_hits_pays_for_the_texts_its_embedding_batch_found(
+    make_router: RouterFactory, fresh_sim: SimServer
+) -> None:
+    router = await make_router(POLICY, tenants=TENANTS)
+    assert router.quota is not None
+    a, b, c = (f"{word} {uuid.uuid4().hex}" for word in ("alpha", "beta", "gamma"))
+    for tenant in ("acme", "reseller"):  # the same texts: each tenant's cache is its own
+        await router.embed([a, b], tenant=tenant)
+        partial = await router.embed([a, c, b], tenant=tenant)
+        whole = await router.embed([b, a], tenant=tenant)
+        assert not partial.cached and whole.cached
+    assert [r.body["input"] for r in fresh_sim.requests("sim-embed")] == [[a, b], [c]] * 2
+    assert await router.quota.flush(timeout_s=10) == 0
+    plain, resold = await router.usage("acme"), await router.usage("reseller")
+    assert plain.day.requests == resold.day.requests == 3
+
+    def tokens(*texts: str) -> int:
+        return count_tokens([{"role": "user", "content": t} for t in texts])
+    # the reseller also pays for a and b when the second batch found them, and for the whole third
+    assert resold.day.tokens - plain.day.tokens == tokens(a, b) + tokens(b, a)
+    assert resold.day.usd > plain.day.usd > 0
 
 
 async def test_a_bad_cache_mode_is_refused_without_holding_quota(
