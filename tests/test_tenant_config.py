@@ -354,3 +354,39 @@ def test_a_request_an_override_cannot_serve_skips_it_for_its_owner_only(tmp_path
     assert first("globex", 5000) == ("mini", [("small-gpt", "context window 1000 < 5000 tokens needed")])
     assert first("globex", 10) == ("small-gpt", [])  # the memo of globex's view still holds
     assert first("other", 5000) == ("gpt", [])
+
+
+def test_an_override_takes_what_it_does_not_set_from_the_deployment_it_overrides(tmp_path: Path) -> None:
+    # The README's example shape: a tenant's own endpoint for a shared model, with no quality,
+    # context window or price of its own. It must pass the route's constraints as `gpt` does.
+    snap = load_snapshot(files(tmp_path, tenants="""\
+        unknown_tenants: default
+        tenants:
+          default: {}
+          acme:
+            usd_per_day: 5
+            keys: {azure: ACME_AZURE_KEY}
+            own_deployments:
+              - {name: acme-gpt, overrides: gpt, model: azure/gpt-4o, api_base: "https://acme.example.com"}
+              - {name: acme-own, overrides: mini, model: azure/gpt-4o-mini, quality: 0.2, context_window: 2000}
+        """, policy="""\
+        routes:
+          default: {strategy: fallback, targets: [gpt, mini], constraints: {min_quality: 0.5}}
+        """))
+    own = snap.tenant_views["acme"].owned
+    gpt, shared = own["acme-gpt"], snap.deployments["gpt"]
+    assert (gpt.quality, gpt.context_window, gpt.price) == (shared.quality, shared.context_window, shared.price)
+    # never the shared endpoint or key: the tenant's provider key, its own api_base
+    assert gpt.api_key_env == "ACME_AZURE_KEY" and gpt.api_base == "https://acme.example.com"
+    # what an override sets is its own; what it does not set still comes from `mini`
+    assert (own["acme-own"].quality, own["acme-own"].context_window) == (0.2, 2000)
+    assert own["acme-own"].price == snap.deployments["mini"].price
+    found = candidates(snap, snap.routes["default"], ctx("acme"), HealthTracker(), random.Random(0))
+    assert [d.name for d in found.order] == ["acme-gpt"]
+    assert [(r.deployment.name, r.reason) for r in found.rejected] == [("acme-own", "quality 0.2 < min_quality 0.5")]
+
+
+def test_an_own_deployment_without_overrides_inherits_nothing(tmp_path: Path) -> None:
+    snap = load_snapshot(files(tmp_path))
+    mine = snap.tenant_views["initech"].owned["acme-azure"]
+    assert mine.quality == 0.5 and mine.api_key_env == "INITECH_AZURE_KEY"

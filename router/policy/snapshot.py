@@ -292,8 +292,9 @@ def _unpriced_own_issues(tenants: TenantsFile, file: str, views: TenantViews, pr
         scopes = [t, *t.routes.values(), *t.deployments.values()]
         if not any(s.usd_per_day is not None or s.usd_per_month is not None for s in scopes):
             continue
+        built = {name.split("@")[0]: d for name, d in views.views[tenant].owned.items()}  # with what overrides inherit
         for i, od in enumerate(t.own_deployments):
-            if not prices.known(od):
+            if not prices.known(built.get(od.name, od)):
                 issues.append(ConfigIssue(
                     file, f"tenants.{tenant}.own_deployments[{i}].price",
                     f"no known price for {od.name!r}: its calls would count as $0 against this tenant's "

@@ -59,7 +59,13 @@ for requests whose tenant is exactly that name; an unknown tenant given the
   fields) that only this tenant sees; routes may name them. One whose name is
   a shared deployment's must say `overrides: <that name>`; `overrides: X`
   replaces shared deployment `X` with this one for this tenant's requests. An
-  own deployment without `api_key_env` uses the tenant's provider key.
+  own deployment without `api_key_env` uses the tenant's provider key. An
+  override takes what it does not set of `INHERITED_FIELDS` (quality, context
+  window, max output tokens, capabilities, price, timeouts, latency prior)
+  from the deployment it overrides, never its endpoint or key variable; it
+  takes that deployment's place in a route's order (the route's strategy
+  ranks the shared deployment's figures, health aside: the override has its
+  own circuit).
 
 Example::
 
@@ -147,15 +153,33 @@ class TenantDeployment(Deployment):
 
     overrides: str | None = Field(default=None, min_length=1)
 
-    def as_deployment(self, name: str) -> Deployment:
+    def as_deployment(self, name: str, overridden: Deployment | None = None) -> Deployment:
         """This deployment as the router calls it, under `name` (its health and quota key).
 
+        With `overridden` (the shared deployment `overrides` names), each of
+        `INHERITED_FIELDS` this one does not set is that deployment's: the same
+        model elsewhere has the same quality, context window and price unless
+        ops say otherwise. Its endpoint, key variable and probe are never
+        inherited (a shared key must not go to a tenant's endpoint).
         Built without validation (the fields were validated here; `name` may carry
         an `@tenant` suffix the YAML pattern refuses, so it can never clash).
         """
         values = {f: getattr(self, f) for f in Deployment.model_fields}
         values["name"] = name
-        return Deployment.model_construct(_fields_set=self.model_fields_set - {"overrides"}, **values)
+        fields_set = self.model_fields_set - {"overrides"}
+        if overridden is not None:
+            taken = {f for f in INHERITED_FIELDS if f not in fields_set and f in overridden.model_fields_set}
+            values.update({f: getattr(overridden, f) for f in taken})
+            fields_set = fields_set | taken
+        return Deployment.model_construct(_fields_set=fields_set, **values)
+
+
+#: What an own deployment with `overrides:` takes from the shared deployment when it does not set it:
+#: what describes the model, never where it is or whose key it uses (api_base, api_base_env,
+#: api_key_env, api_version) or how it is probed.
+INHERITED_FIELDS = frozenset({"quality", "context_window", "max_output_tokens", "capabilities", "price",
+                              "timeout_s", "stream_ttft_timeout_s", "stream_idle_timeout_s",
+                              "latency_prior_ms"})
 
 
 class TenantLimits(Limits):
