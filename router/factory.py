@@ -35,7 +35,7 @@ from router.policy.snapshot import Snapshot, compile_snapshot
 from router.probes import Prober
 from router.quality import tracker_from_url
 from router.quota import QuotaManager, store_from_url
-from router.redact import scrub
+from router.redact import scrub, url_for_display
 from router.schema import Deployment, PolicyFile, Probe, Route
 from router.settings import LegacySettings, RouterSettings
 from router.templates import TemplateSource
@@ -224,9 +224,12 @@ def build_health(
 
 
 def shared_health(url: str) -> SharedHealth | None:
-    """None for `memory://` (each process alone); Redis for `redis://host:port/db?prefix=...`."""
+    """None for `memory://` (each process alone); Redis for `redis://host:port/db?prefix=...`.
+    Raises ValueError for any other scheme."""
     if url.startswith("memory://"):
         return None
+    if url.split("://", 1)[0] not in ("redis", "rediss", "unix"):
+        raise ValueError(f"unknown health store URL {url_for_display(url)!r}: use memory:// or redis://host:port/db")
     from router.health_store import RedisSharedHealth
 
     return RedisSharedHealth(url)  # it reads `?prefix=` itself

@@ -281,6 +281,7 @@ async def test_a_bad_cache_mode_is_refused_without_holding_quota(
     ("history_store_url", "redsi://:hunter2pass@127.0.0.1:6379/0"),  # a misspelt scheme
     ("quality_store_url", "redis://:hunter2pass@127.0.0.1:6379/0?prefix=q:&prefx=q:"),
     ("health_store_url", "redis://:hunter2pass@127.0.0.1:6379/0?prefix=h:&retries=3"),
+    ("health_store_url", "ftp://:hunter2pass@127.0.0.1/0"),
 ])
 async def test_a_store_url_it_cannot_use_is_a_config_error_naming_the_setting(
     make_router: RouterFactory, setting: str, url: str
@@ -291,6 +292,8 @@ async def test_a_store_url_it_cannot_use_is_a_config_error_naming_the_setting(
     assert refused.value.field == f"{setting} (ROUTER_{setting.upper()})"
     assert "hunter2pass" not in str(refused.value) and refused.value.__cause__ is None
     assert refused.value.__context__ is None or "hunter2pass" not in str(refused.value.__context__)
+    if url.startswith("ftp:"):  # our wording, like every other store's, not redis-py's
+        assert "unknown health store URL" in str(refused.value)
 
 
 async def test_a_stream_read_up_to_its_done_chunk_is_cached(make_router: RouterFactory, fresh_sim: SimServer) -> None:
