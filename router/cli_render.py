@@ -246,18 +246,24 @@ def _candidates_table(e: Explanation) -> Table:
 _SHOW_ALL_SEEN = 20
 
 
+def _env_name(var: str) -> str:
+    """`$VAR`, marked when this process's environment has no value for it (the value is never shown;
+    the service's environment may differ from the shell that runs `explain`)."""
+    return f"${var}" if os.environ.get(var) else f"${var} (not set here)"
+
+
 def _key_cell(key_env: str | None, source: str) -> str:
     """The variable a key comes from (its name, never its value) and, unless shared, why that one."""
     if source == "another tenant":
         return "-"
-    name = f"${key_env}" if key_env else "(none)"
+    name = _env_name(key_env) if key_env else "(none)"
     return name if source == "shared" else f"{name} ({source})"
 
 
 def _print_tenant_deployments(e: Explanation, out: Output) -> None:
     own = [s for s in e.deployments if s.source != "shared"]
     if e.tenant_keys:
-        keys = ", ".join(f"{target} {out.arrow} ${var}" for target, var in sorted(e.tenant_keys.items()))
+        keys = ", ".join(f"{target} {out.arrow} {_env_name(var)}" for target, var in sorted(e.tenant_keys.items()))
         out.line(f"tenant keys: {keys}")
     if not own:
         out.line(f"deployments: the {len(e.deployments)} shared ones, with the shared keys "
