@@ -201,42 +201,29 @@ async def test_non_deterministic_requests_are_not_cached_when_the_route_says_det
     assert fast_hits(fresh_sim) == 1 and answers[1].cached
 
 
-async def test_a_hit_counts_against_request_rates_but_not_token_or_dollar_budgets(
-    make_router: RouterFactory, fresh_sim: SimServer
+@pytest.mark.parametrize(("tenant", "hits_pay"), [("acme", False), ("reseller", True)])
+async def test_a_hit_counts_against_request_rates_and_against_budgets_only_if_the_tenant_says_so(
+    make_router: RouterFactory, fresh_sim: SimServer, tenant: str, hits_pay: bool
 ) -> None:
+    """acme (the default): a hit costs a request, no tokens, no USD. reseller
+    (`budgets_count_cache_hits: true`): also the replayed answer's tokens at its list price."""
     router = await make_router(POLICY, tenants=TENANTS)
     assert router.quota is not None
     messages = prompt("Budgeted question")
-    first = await router.chat(messages, tenant="acme", temperature=0)
-    second = await router.chat(messages, tenant="acme", temperature=0)
-    assert second.cached and fast_hits(fresh_sim) == 1
-    assert await router.quota.flush(timeout_s=10) == 0
-    usage = await router.usage("acme")
-    assert usage.minute.requests == 2 and usage.day.requests == 2
-    assert usage.day.tokens == first.usage.total_tokens
-    assert usage.day.usd == pytest.approx(first.cost_usd, abs=1e-9)
-    assert usage.in_flight == 0
-
-
-async def test_a_tenant_whose_budgets_count_hits_pays_the_replayed_answers_tokens_and_list_price(
-    make_router: RouterFactory, fresh_sim: SimServer
-) -> None:
-    router = await make_router(POLICY, tenants=TENANTS)
-    assert router.quota is not None
-    messages = prompt("Resold question")
-    first = await router.chat(messages, tenant="reseller", temperature=0)
-    second = await router.chat(messages, tenant="reseller", temperature=0)
+    first = await router.chat(messages, tenant=tenant, temperature=0)
+    second = await router.chat(messages, tenant=tenant, temperature=0)
     assert second.cached and second.cost_usd == 0 and fast_hits(fresh_sim) == 1
-    story = prompt("Resold story")
-    live = await collect(router, story, tenant="reseller")
-    replayed = await collect(router, story, tenant="reseller")
-    assert replayed[-1].cached and fast_hits(fresh_sim) == 2
+    story = prompt("Budgeted story")
+    live = await collect(router, story, tenant=tenant)
+    replayed = await collect(router, story, tenant=tenant)
+    assert replayed[-1].cached and replayed[-1].cost_usd == 0 and fast_hits(fresh_sim) == 2
     assert live[-1].usage is not None and live[-1].cost_usd
     assert await router.quota.flush(timeout_s=10) == 0
-    usage = await router.usage("reseller")
-    assert usage.day.requests == 4 and usage.in_flight == 0
-    assert usage.day.tokens == 2 * first.usage.total_tokens + 2 * live[-1].usage.total_tokens
-    assert usage.day.usd == pytest.approx(2 * first.cost_usd + 2 * live[-1].cost_usd, rel=1e-6)
+    usage = await router.usage(tenant)
+    assert usage.minute.requests == 4 and usage.day.requests == 4 and usage.in_flight == 0
+    times = 2 if hits_pay else 1
+    assert usage.day.tokens == times * (first.usage.total_tokens + live[-1].usage.total_tokens)
+    assert usage.day.usd == pytest.approx(times * (first.cost_usd + live[-1].cost_usd), rel=1e-6)
 
 
 async def test_a_tenant_whose_budgets_count_hits_pays_for_the_texts_its_embedding_batch_found(
