@@ -58,7 +58,7 @@ from router.settings import RouterSettings
 from router.strategies import HealthView
 from router.strategies_learned import HealthWithQuality
 from router.streaming import stream_answer
-from router.tokens import count_tokens, estimate_usage
+from router.tokens import count_text, count_tokens, estimate_usage
 from router.tracing import AttemptTrace, RequestTrace, Telemetry
 
 T = TypeVar("T")
@@ -276,8 +276,7 @@ class Pipeline:
         async def compute_missing(indices: Sequence[int]) -> list[list[float]]:
             found = ex.hits_count_toward_budgets and len(indices) < len(inputs)
             # the texts found in the cache, counted too for a tenant whose budgets count hits
-            also = count_tokens([{"role": "user", "content": inputs[i]}
-                                 for i in sorted(set(range(len(inputs))) - set(indices))]) if found else 0
+            also = sum(count_text(inputs[i]) for i in set(range(len(inputs))) - set(indices)) if found else 0
             response = await self._embed_once(ex, [inputs[i] for i in indices], also_tokens=also)
             sent.append(response)
             return response.embeddings
@@ -294,7 +293,8 @@ class Pipeline:
         if sent:
             return sent[0].model_copy(update={"embeddings": vectors})
         first = ex.decision.plan.order[0]
-        ex.served_from_cache(Usage(input_tokens=ex.decision.ctx.prompt_tokens, estimated=True), first.name)
+        found = sum(map(count_text, inputs)) if ex.hits_count_toward_budgets else 0  # no usage is stored per text
+        ex.served_from_cache(Usage(input_tokens=found, estimated=True), first.name)
         return EmbeddingResponse(embeddings=vectors, deployment=first.name, model=first.model,
                                  provider=first.provider, route=ex.decision.route.name, cached=True,
                                  latency_ms=(self.clock() - started) * 1000)

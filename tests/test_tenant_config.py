@@ -130,7 +130,7 @@ def test_overrides_must_name_a_shared_deployment(tmp_path: Path) -> None:
         tenants:
           acme:
             own_deployments:
-              - {name: mine, model: azure/gpt, overrides: nope}
+              - {name: mine, model: azure/gpt, overrides: nope, api_key_env: ACME_KEY}
         """)
     assert found == {"tenants.acme.own_deployments[0].overrides": "unknown shared deployment 'nope'"}
 
@@ -178,6 +178,24 @@ def test_keys_may_not_name_an_own_or_overridden_deployment(tmp_path: Path) -> No
     assert "overridden by own deployment 'mine'" in found["tenants.acme.keys.gpt"]
 
 
+def test_an_own_deployment_needs_a_key_source_of_its_own(tmp_path: Path) -> None:
+    """Never the key LiteLLM would find in the process environment (OPENAI_API_KEY, ...)."""
+    found = issues(tmp_path, """\
+        unknown_tenants: reject
+        tenants:
+          acme:
+            own_deployments:
+              - {name: mine, model: openai/gpt-4o-mini, api_base: "https://acme.example.com/v1"}
+              - {name: gpt, overrides: gpt, model: openai/gpt-4o, api_base: "https://acme.example.com/v1"}
+          globex:
+            keys: {openai: GLOBEX_OPENAI_KEY}
+            own_deployments:
+              - {name: theirs, model: openai/gpt-4o-mini, api_base: "https://globex.example.com/v1"}
+        """)
+    assert set(found) == {"tenants.acme.own_deployments[0].api_key_env", "tenants.acme.own_deployments[1].api_key_env"}
+    assert "set api_key_env, or keys: {openai: VAR}" in found["tenants.acme.own_deployments[1].api_key_env"]
+
+
 def test_own_deployment_names_are_unique_within_and_across_tenants(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="used twice"):
         TenantsFile.model_validate({"unknown_tenants": "reject", "tenants": {"a": {"own_deployments": [
@@ -201,7 +219,7 @@ def test_an_own_deployment_with_no_price_under_a_dollar_limit_is_an_error(tmp_pa
         tenants:
           acme:
             usd_per_day: 5
-            own_deployments: [{name: mine, model: azure/unpriced-model-xyz}]
+            own_deployments: [{name: mine, model: azure/unpriced-model-xyz, api_key_env: ACME_KEY}]
         """)
     assert "would count as $0" in found["tenants.acme.own_deployments[0].price"]
 
@@ -344,7 +362,8 @@ def test_a_request_an_override_cannot_serve_skips_it_for_its_owner_only(tmp_path
           default: {}
           globex:
             own_deployments:
-              - {name: small-gpt, overrides: gpt, model: azure/gpt, price: {input_per_mtok: 1}, context_window: 1000}
+              - {name: small-gpt, overrides: gpt, model: azure/gpt, price: {input_per_mtok: 1}, context_window: 1000,
+                 api_key_env: GLOBEX_KEY}
         """, policy=SHARED_POLICY))
     route = snap.routes["default"]
 

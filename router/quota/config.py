@@ -41,8 +41,9 @@ not token or dollar limits (no provider was paid), unless the tenant says
 `budgets_count_cache_hits: true`: then it also counts the tokens of the answer
 it replays, priced at the deployment that made it (the response still says
 `cost_usd: 0`, what the call cost). An embedding batch counts the tokens of
-the texts it found in the cache too, priced at the deployment that embedded
-the rest (or the route's first, when every text was found).
+the texts it found in the cache too (as the tokenizer counts each text: no
+usage is stored per text), priced at the deployment that embedded the rest
+(or the route's first, when every text was found).
 
 A tenant may also bring its own provider keys and deployments (both only
 for requests whose tenant is exactly that name; an unknown tenant given the
@@ -59,7 +60,9 @@ for requests whose tenant is exactly that name; an unknown tenant given the
   fields) that only this tenant sees; routes may name them. One whose name is
   a shared deployment's must say `overrides: <that name>`; `overrides: X`
   replaces shared deployment `X` with this one for this tenant's requests. An
-  own deployment without `api_key_env` uses the tenant's provider key. An
+  own deployment without `api_key_env` uses the tenant's provider key; one
+  with neither is refused (LiteLLM would send it the process's own provider
+  key: a keyless endpoint names a variable holding any placeholder). An
   override takes what it does not set of `INHERITED_FIELDS` (quality, context
   window, max output tokens, capabilities, price, timeouts, latency prior)
   from the deployment it overrides, never its endpoint or key variable; it
@@ -312,7 +315,10 @@ def tenant_deployment_issues(
     `overrides` names a shared deployment; an own deployment not named like a
     shared one has a name no other tenant's own deployment uses (routes name it);
     each `keys` entry names a shared deployment (not one this tenant overrides)
-    or a provider some deployment it sees uses. Messages name env variables,
+    or a provider some deployment it sees uses; every own deployment has a key
+    source (`api_key_env`, or the tenant's key for its provider), so that a
+    tenant's endpoint never receives the key LiteLLM would find in the process
+    environment. Messages name env variables,
     never their values (which are never read here).
 
     >>> t = TenantsFile.model_validate({"tenants": {"default": {"keys": {"nope": "K"}}}})
@@ -331,6 +337,10 @@ def tenant_deployment_issues(
                                           f"say 'overrides: {d.name}' to replace it for this tenant"))
             if d.overrides is not None and d.overrides not in shared:
                 issues.append(ConfigIssue(file, f"{at}.overrides", f"unknown shared deployment {d.overrides!r}"))
+            if d.api_key_env is None and d.provider not in t.keys:
+                issues.append(ConfigIssue(file, f"{at}.api_key_env", (
+                    f"no key for {d.name!r}: set api_key_env, or keys: {{{d.provider}: VAR}} for the tenant "
+                    f"(without one, LiteLLM would send this endpoint the process's own {d.provider} key)")))
             if d.name not in shared:
                 other = owner_of.setdefault(d.name, name)
                 if other != name:
