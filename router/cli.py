@@ -297,7 +297,33 @@ def _sets_from_paths(paths: Sequence[Path], settings: RouterSettings,
                 issues.append(ConfigIssue(str(deps), "", "no policy file goes with these deployments"))
             continue
         sets.append((key or "config", ConfigFiles(deps, tuple(groups[key]), tenants.get(key))))
+    paired = {files.tenants for _, files in sets}
+    for key, path in tenants.items():
+        if path not in paired and not prefixes and not groups:
+            # A tenants file named alone: checked with the deployments and policies it refers to.
+            sets.extend(_with_tenants(key, path, settings, issues))
     return sets
+
+
+def _with_tenants(key: str, tenants: Path, settings: RouterSettings,
+                  issues: list[ConfigIssue]) -> list[tuple[str, ConfigFiles]]:
+    """`tenants` with the settings' deployments and policies (`x-tenants.yaml`: the `x` set's)."""
+    from router.factory import config_files
+
+    main = config_files(settings)
+    if key:
+        files = ConfigFiles(settings.config_dir / f"{key}-deployments.yaml", (settings.policy_dir / f"{key}.yaml",),
+                            tenants)
+        found = files.deployments.exists() and files.policies[0].exists()
+    else:
+        files = ConfigFiles(main.deployments, main.current_policies(), tenants)
+        found = files.deployments.exists() and bool(files.policies)
+    if not found:
+        policies = ", ".join(map(str, files.policies)) or f"policies in {settings.policy_dir}"
+        issues.append(ConfigIssue(str(tenants), "", "no deployments and policy files to check it against "
+                                  f"(looked for {files.deployments} and {policies})"))
+        return []
+    return [(key or "config", files)]
 
 
 def _prefix(path: Path, kind: str) -> str:

@@ -102,6 +102,30 @@ def test_validate_unknown_file_kind(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert f"{stray}:1: not a deployments, policy or tenants file" in capsys.readouterr().out
 
 
+def test_validate_a_tenants_file_alone_checks_it_with_the_configured_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ops edit to tenants.yaml alone is checked against config/ and policies/ (demo-tenants.yaml
+    against the demo set), and its errors name file, line and field."""
+    assert main(["validate", "--plain", "config/tenants.yaml", "config/demo-tenants.yaml"]) == 0
+    out = capsys.readouterr().out
+    assert "OK  config:" in out and "OK  demo:" in out and "config/tenants.yaml" in out
+    bad = tmp_path / "tenants.yaml"
+    bad.write_text("tenants:\n  default:\n    requests_per_minute: 10\n    budgets_count_cache_hits: maybe\n")
+    assert main(["validate", "--plain", str(bad)]) == 1
+    assert f"{bad}:4 [tenants.default.budgets_count_cache_hits]:" in capsys.readouterr().out
+
+
+def test_validate_a_tenants_file_with_nothing_to_check_it_against(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lone = tmp_path / "tenants.yaml"
+    lone.write_text("tenants:\n  default: {}\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", "--plain", str(lone)]) == 1
+    assert f"{lone}: no deployments and policy files to check it against" in capsys.readouterr().out
+
+
 # -- explain ----------------------------------------------------------------------------------
 
 
