@@ -228,6 +228,8 @@ def _candidates_table(e: Explanation) -> Table:
     a learning strategy ranks by."""
     spec = "route deployment kept reason score> circuit $/Mtok> quality> context> key"
     caption = "score: what the strategy ranks by, lower first (price, latency ms, -quality, ...)"
+    if any(c.key_source == "override" for c in e.candidates):
+        caption += "; an override is ranked in the place of the deployment it overrides, by that one's score"
     rows = [[c.route, c.deployment, "yes" if c.kept else "no", c.reason,
              "-" if c.score is None else f"{c.score:.4g}", c.circuit, f"{c.price_per_mtok:.2f}",
              f"{c.quality:.2f}", f"{c.context_window:,}", _key_cell(c.key_env, c.key_source)] for c in e.candidates]

@@ -412,3 +412,12 @@ def test_an_own_deployment_without_overrides_inherits_nothing(tmp_path: Path) ->
     snap = load_snapshot(files(tmp_path))
     mine = snap.tenant_views["initech"].owned["acme-azure"]
     assert mine.quality == 0.5 and mine.api_key_env == "INITECH_AZURE_KEY"
+
+
+def test_explain_says_an_override_is_ranked_as_the_deployment_it_overrides(
+    snap: Snapshot, capsys: pytest.CaptureFixture[str]
+) -> None:
+    print_explanation(explain(snap, ctx("globex"), HealthTracker(), random.Random(0)), Output(plain=True))
+    assert "an override is ranked in the place of the deployment it overrides" in capsys.readouterr().out
+    print_explanation(explain(snap, ctx("acme"), HealthTracker(), random.Random(0)), Output(plain=True))
+    assert "an override is ranked" not in capsys.readouterr().out
