@@ -307,23 +307,23 @@ def _sets_from_paths(paths: Sequence[Path], settings: RouterSettings,
 
 def _with_tenants(key: str, tenants: Path, settings: RouterSettings,
                   issues: list[ConfigIssue]) -> list[tuple[str, ConfigFiles]]:
-    """`tenants` with the settings' deployments and policies (`x-tenants.yaml`: the `x` set's)."""
+    """`tenants` with the `x` set when it is `x-tenants.yaml` and `config/x-deployments.yaml` and
+    `policies/x.yaml` exist, else with the settings' deployments and policies."""
     from router.factory import config_files
 
-    main = config_files(settings)
     if key:
-        files = ConfigFiles(settings.config_dir / f"{key}-deployments.yaml", (settings.policy_dir / f"{key}.yaml",),
+        named = ConfigFiles(settings.config_dir / f"{key}-deployments.yaml", (settings.policy_dir / f"{key}.yaml",),
                             tenants)
-        found = files.deployments.exists() and files.policies[0].exists()
-    else:
-        files = ConfigFiles(main.deployments, main.current_policies(), tenants)
-        found = files.deployments.exists() and bool(files.policies)
-    if not found:
-        policies = ", ".join(map(str, files.policies)) or f"policies in {settings.policy_dir}"
+        if named.deployments.exists() and named.policies[0].exists():
+            return [(key, named)]
+    main = config_files(settings)
+    files = ConfigFiles(main.deployments, main.current_policies(), tenants)
+    if not (files.deployments.exists() and files.policies):
         issues.append(ConfigIssue(str(tenants), "", "no deployments and policy files to check it against "
-                                  f"(looked for {files.deployments} and {policies})"))
+                                  f"(looked for {files.deployments} and policies in {settings.policy_dir}; "
+                                  "ROUTER_CONFIG_DIR and ROUTER_POLICY_DIR say where they are)"))
         return []
-    return [(key or "config", files)]
+    return [("config", files)]
 
 
 def _prefix(path: Path, kind: str) -> str:

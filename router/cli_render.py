@@ -220,7 +220,8 @@ def print_explanation(e: Explanation, out: Output) -> None:
     if e.order:
         out.line(f"attempt order: {f' {out.arrow} '.join(e.order)}", style="bold")
     else:
-        out.line("attempt order: none; the call would fail with NoRouteAvailable", style="bold red")
+        error = "TenantNotAllowed" if e.tenant_note else "NoRouteAvailable"
+        out.line(f"attempt order: none; the call would fail with {error}", style="bold red")
 
 
 def _candidates_table(e: Explanation) -> Table:

@@ -110,7 +110,7 @@ def test_validate_a_tenants_file_alone_checks_it_with_the_configured_set(
     assert main(["validate", "--plain", "config/tenants.yaml", "config/demo-tenants.yaml"]) == 0
     out = capsys.readouterr().out
     assert "OK  config:" in out and "OK  demo:" in out and "config/tenants.yaml" in out
-    bad = tmp_path / "tenants.yaml"
+    bad = tmp_path / "tenants-prod.yaml"  # any name: no `prod` set exists, so config/ and policies/
     bad.write_text("tenants:\n  default:\n    requests_per_minute: 10\n    budgets_count_cache_hits: maybe\n")
     assert main(["validate", "--plain", str(bad)]) == 1
     assert f"{bad}:4 [tenants.default.budgets_count_cache_hits]:" in capsys.readouterr().out

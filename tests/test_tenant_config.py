@@ -421,3 +421,14 @@ def test_explain_says_an_override_is_ranked_as_the_deployment_it_overrides(
     assert "an override is ranked in the place of the deployment it overrides" in capsys.readouterr().out
     print_explanation(explain(snap, ctx("acme"), HealthTracker(), random.Random(0)), Output(plain=True))
     assert "an override is ranked" not in capsys.readouterr().out
+
+
+def test_explain_names_the_error_a_refused_tenant_would_get(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    snap = load_snapshot(files(tmp_path, tenants="unknown_tenants: reject\ntenants: {acme: {}}\n",
+                               policy=SHARED_POLICY))
+    print_explanation(explain(snap, ctx("nobody"), HealthTracker(), random.Random(0)), Output(plain=True))
+    out = capsys.readouterr().out
+    assert "tenant: quota: unknown tenant" in out
+    assert "the call would fail with TenantNotAllowed" in out

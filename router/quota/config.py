@@ -68,7 +68,8 @@ for requests whose tenant is exactly that name; an unknown tenant given the
   from the deployment it overrides, never its endpoint or key variable; it
   takes that deployment's place in a route's order (the route's strategy
   ranks the shared deployment's figures, health aside: the override has its
-  own circuit).
+  own circuit), where that deployment passed the route's constraints and the
+  override passes them too.
 
 Example::
 
