@@ -36,6 +36,7 @@ from router.probes import Prober
 from router.quality import tracker_from_url
 from router.quota import QuotaManager, store_from_url
 from router.redact import scrub, url_for_display
+from router.redis_client import store_kind
 from router.schema import Deployment, PolicyFile, Probe, Route
 from router.settings import LegacySettings, RouterSettings
 from router.templates import TemplateSource
@@ -226,9 +227,10 @@ def build_health(
 def shared_health(url: str) -> SharedHealth | None:
     """None for `memory://` (each process alone); Redis for `redis://host:port/db?prefix=...`.
     Raises ValueError for any other scheme."""
-    if url.startswith("memory://"):
+    kind = store_kind(url)
+    if kind == "memory":
         return None
-    if url.split("://", 1)[0] not in ("redis", "rediss", "unix"):
+    if kind != "redis":
         raise ValueError(f"unknown health store URL {url_for_display(url)!r}: use memory:// or redis://host:port/db")
     from router.health_store import RedisSharedHealth
 

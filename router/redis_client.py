@@ -18,11 +18,22 @@ its absence raises `ImportError` with the install hint.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+
+
+def store_kind(url: str) -> Literal["memory", "redis"] | None:
+    """Which store a `*_store_url` names: "memory" (`memory://...`), "redis" (`redis://`,
+    `rediss://`, `unix://`: what redis-py connects to), or None (the caller raises, naming its store).
+
+    >>> store_kind("REDIS://cache:6379/0"), store_kind("memory://?max_entries=10"), store_kind("ftp://x")
+    ('redis', 'memory', None)
+    """
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    return "memory" if scheme == "memory" else "redis" if scheme in ("redis", "rediss", "unix") else None
 
 
 def redis_missing(needed_by: str) -> ImportError:

@@ -38,6 +38,7 @@ from router.cache.keys import (
 from router.cache.memory import MemoryCacheStore
 from router.cache.metrics import CacheCounters, CacheEvent, CacheObserver, RouteCounters
 from router.redact import scrub
+from router.redis_client import store_kind
 
 __all__ = [
     "MAX_TEXT_KEY",
@@ -81,10 +82,10 @@ def cache_store_from_url(url: str, *, clock: Callable[[], float] | None = None) 
     >>> cache_store_from_url("memory://?max_bytes=1000000").name
     'memory://'
     """
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme == "memory":
+    kind = store_kind(url)
+    if kind == "memory":
         return MemoryCacheStore.from_url(url, clock=clock)
-    if scheme in ("redis", "rediss", "unix"):
+    if kind == "redis":
         from router.cache.redis import RedisCacheStore  # lazy: redis is an optional extra
 
         return RedisCacheStore.from_url(url, clock=clock)

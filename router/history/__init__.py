@@ -15,6 +15,7 @@ from router.history.base import DEFAULT_TTL_S, HistoryStore, HistoryStoreError
 from router.history.fit import fit_messages
 from router.history.memory import MemoryHistoryStore
 from router.redact import scrub
+from router.redis_client import store_kind
 
 __all__ = [
     "DEFAULT_TTL_S",
@@ -35,12 +36,12 @@ def history_store_from_url(url: str, *, ttl_s: float | None = None,
     expires keys on its own clock. The redis package is imported only for a
     Redis URL. ValueError for any other scheme.
     """
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme == "memory":
+    kind = store_kind(url)
+    if kind == "memory":
         query = dict(parse_qsl(urlsplit(url).query))
         ttl = ttl_s if ttl_s is not None else float(query.get("ttl_s", DEFAULT_TTL_S))
         return MemoryHistoryStore(ttl_s=ttl, clock=clock or time.monotonic)
-    if scheme in ("redis", "rediss", "unix"):
+    if kind == "redis":
         from router.history.redis import RedisHistoryStore  # lazy: redis is an optional extra
 
         return RedisHistoryStore.from_url(url, ttl_s=ttl_s)

@@ -31,6 +31,7 @@ from router.quality.base import (
 )
 from router.quality.memory import MemoryQualityStore
 from router.quality.tracker import QualityTracker
+from router.redis_client import store_kind
 
 __all__ = [
     "Decay",
@@ -58,11 +59,11 @@ def tracker_from_url(url: str, *, clock: Callable[[], float] = time.monotonic, d
     >>> tracker_from_url("memory://").store.name
     'memory://'
     """
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    kind = store_kind(url)
     store: QualityStore
-    if scheme == "memory":
+    if kind == "memory":
         store = MemoryQualityStore(clock=clock, max_keys=max_keys, feedback_ttl_s=feedback_ttl_s)
-    elif scheme in ("redis", "rediss", "unix"):
+    elif kind == "redis":
         from router.quality.redis import RedisQualityStore  # lazy: redis is an optional extra
 
         store = RedisQualityStore(url, max_keys=max_keys)  # it reads `?prefix=` itself

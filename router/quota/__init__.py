@@ -31,6 +31,7 @@ from router.quota.config import (
 from router.quota.manager import QuotaManager
 from router.quota.memory import MemoryStore
 from router.redact import scrub
+from router.redis_client import store_kind
 
 __all__ = [
     "FailurePolicy",
@@ -60,10 +61,10 @@ def store_from_url(url: str, *, clock: Callable[[], float] | None = None) -> Quo
     >>> store_from_url("memory://").name
     'memory://'
     """
-    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-    if scheme == "memory":
+    kind = store_kind(url)
+    if kind == "memory":
         return MemoryStore(clock=clock or time.time)
-    if scheme in ("redis", "rediss", "unix"):
+    if kind == "redis":
         from router.quota.redis import RedisStore  # lazy: redis is an optional extra
 
         return RedisStore.from_url(url, clock=clock)
