@@ -96,8 +96,9 @@ def build_tenant_views(tenants: TenantsFile | None, shared: Mapping[str, Deploym
         for od in t.own_deployments:
             name = f"{od.name}@{tenant}" if od.name in shared else od.name
             d = od.as_deployment(name, shared.get(od.overrides) if od.overrides is not None else None)
-            if d.api_key_env is None and d.provider in t.keys:
-                d = d.model_copy(update={"api_key_env": t.keys[d.provider]})
+            key_env = t.own_key_env(d)
+            if key_env != d.api_key_env:
+                d = d.model_copy(update={"api_key_env": key_env})
             owned[name] = d
             if name == od.name:
                 routable[name] = d

@@ -230,6 +230,11 @@ class TenantLimits(Limits):
             raise ValueError(f"limits given for routes not in allowed_routes: {stray}")
         return self
 
+    def own_key_env(self, d: Deployment) -> str | None:
+        """The variable the key of own deployment `d` comes from: its `api_key_env`, else this
+        tenant's key for its provider; None when it has neither (`tenant_deployment_issues` refuses it)."""
+        return d.api_key_env or self.keys.get(d.provider)
+
     def allows(self, route: str) -> bool:
         """Whether this tenant may use `route`."""
         return self.allowed_routes is None or route in self.allowed_routes
@@ -338,7 +343,7 @@ def tenant_deployment_issues(
                                           f"say 'overrides: {d.name}' to replace it for this tenant"))
             if d.overrides is not None and d.overrides not in shared:
                 issues.append(ConfigIssue(file, f"{at}.overrides", f"unknown shared deployment {d.overrides!r}"))
-            if d.api_key_env is None and d.provider not in t.keys:
+            if t.own_key_env(d) is None:
                 issues.append(ConfigIssue(file, f"{at}.api_key_env", (
                     f"no key for {d.name!r}: set api_key_env, or keys: {{{d.provider}: VAR}} for the tenant "
                     f"(without one, LiteLLM would send this endpoint the process's own {d.provider} key)")))
