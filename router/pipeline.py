@@ -274,9 +274,9 @@ class Pipeline:
         sent: list[EmbeddingResponse] = []
 
         async def compute_missing(indices: Sequence[int]) -> list[list[float]]:
-            found = ex.hits_count_toward_budgets and len(indices) < len(inputs)
             # the texts found in the cache, counted too for a tenant whose budgets count hits
-            also = sum(count_text(inputs[i]) for i in set(range(len(inputs))) - set(indices)) if found else 0
+            also = (sum(count_text(inputs[i]) for i in set(range(len(inputs))).difference(indices))
+                    if ex.hits_count_toward_budgets else 0)
             response = await self._embed_once(ex, [inputs[i] for i in indices], also_tokens=also)
             sent.append(response)
             return response.embeddings
@@ -482,7 +482,7 @@ class _Exchange:
         if res is not None and p.quota is not None and not self.settled:
             self.settled = True
             tokens, cost = 0, 0.0
-            if usage is not None and res.limits.budgets_count_cache_hits:
+            if usage is not None and self.hits_count_toward_budgets:
                 d = self.snapshot.deployments.get(deployment) or self.decision.plan.order[0]
                 tokens, cost = usage.total_tokens, self.snapshot.prices.usage_cost(d, usage)
             p.quota.settle_soon(res, tokens=tokens, cost_usd=cost)
