@@ -408,8 +408,7 @@ def test_an_override_takes_what_it_does_not_set_from_the_deployment_it_overrides
     assert [(r.deployment.name, r.reason) for r in found.rejected] == [("acme-own", "quality 0.2 < min_quality 0.5")]
 
 
-def test_an_own_deployment_without_overrides_inherits_nothing(tmp_path: Path) -> None:
-    snap = load_snapshot(files(tmp_path))
+def test_an_own_deployment_without_overrides_inherits_nothing(snap: Snapshot) -> None:
     mine = snap.tenant_views["initech"].owned["acme-azure"]
     assert mine.quality == 0.5 and mine.api_key_env == "INITECH_AZURE_KEY"
 
