@@ -297,10 +297,9 @@ def _sets_from_paths(paths: Sequence[Path], settings: RouterSettings,
                 issues.append(ConfigIssue(str(deps), "", "no policy file goes with these deployments"))
             continue
         sets.append((key or "config", ConfigFiles(deps, tuple(groups[key]), tenants.get(key))))
-    paired = {files.tenants for _, files in sets}
-    for key, path in tenants.items():
-        if path not in paired and not prefixes and not groups:
-            # A tenants file named alone: checked with the deployments and policies it refers to.
+    if not prefixes and not groups:
+        # Tenants files named alone: each checked with the deployments and policies it refers to.
+        for key, path in tenants.items():
             sets.extend(_with_tenants(key, path, settings, issues))
     return sets
 
